@@ -1,0 +1,304 @@
+"""The recursion: find a script, apply its variations, build its env, resolve its dependencies,
+run its steps (or reuse its cache entry), and pass the declared part of its env back up.
+
+Order of a script's steps, as in CM: deps -> preprocess -> prehook_deps -> run.sh/run.py ->
+postprocess -> posthook_deps -> post_deps.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from . import deps as depslib
+from . import env as envlib
+from . import runner
+from .cache import CacheStore, hash_script_dir, make_key
+from .errors import ScriptError
+from .meta import ScriptMeta
+from .report import Reporter
+from .search import ScriptIndex, parse_tags
+from .variations import resolve as resolve_variations
+
+PRE_RUN_DEPS = ("deps",)
+POST_RUN_DEPS = ("posthook_deps", "post_deps")
+
+
+@dataclass
+class RunContext:
+    """What the whole tree of one `cm run script` shares."""
+
+    index: ScriptIndex
+    cache: CacheStore
+    reporter: Reporter
+    output: IO[str]
+    automation: Any = None
+    user_env: dict[str, Any] = field(default_factory=dict)
+    force_new: bool = False
+    dry_run: bool = False
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    stack: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScriptResult:
+    new_env: dict[str, Any]
+    new_state: dict[str, Any]
+    version: str = ""
+    cache_path: str | None = None
+
+
+@dataclass
+class _Prepared:
+    """A script with its variations, version and env resolved, ready to run or to look up in the cache."""
+
+    script: ScriptMeta
+    variations: list[str]
+    blocks: list[dict[str, Any]]
+    env: dict[str, Any]
+    version: str
+    key_env: dict[str, Any]
+    external_env: dict[str, Any]
+
+    def collect(self, key: str) -> list[Any]:
+        items: list[Any] = []
+        for block in self.blocks:
+            value = block.get(key)
+            items += list(value.keys()) if isinstance(value, dict) else list(value or [])
+        return items
+
+    def merged(self, key: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for block in self.blocks:
+            result.update(block.get(key) or {})
+        return result
+
+
+def os_info() -> dict[str, Any]:
+    return {
+        "platform": platform.system().lower(),
+        "bat_ext": ".sh",
+        "env_separator": os.pathsep,
+        "run_local_bat_from_python": "bash ./tmp-run.sh",
+        "python": sys.executable,
+    }
+
+
+def _select_version(script: ScriptMeta, blocks: list[dict[str, Any]], requested: str) -> tuple[str, list]:
+    version = requested
+    if not version:
+        for block in reversed(blocks):
+            version = block.get("version") or block.get("default_version") or ""
+            if version:
+                break
+    versions = script.meta.get("versions") or {}
+    if version and versions:
+        if version not in versions:
+            raise ScriptError(
+                f"script '{script.alias}' has no version '{version}' (versions: {', '.join(sorted(versions))})"
+            )
+        return str(version), [versions[version] or {}]
+    return str(version or ""), []
+
+
+def prepare(ctx: RunContext, script: ScriptMeta, requested_variations: list[str], inputs: dict[str, Any],
+            incoming_env: dict[str, Any], version_spec: dict[str, Any]) -> _Prepared:
+    resolved = resolve_variations(script.meta, requested_variations, script.alias)
+    blocks = [script.meta, *resolved.blocks]
+    version, version_blocks = _select_version(script, blocks, str(version_spec.get("version") or ""))
+    blocks += version_blocks
+
+    env = copy.deepcopy(incoming_env)
+    own_env: dict[str, Any] = {}
+    for block in blocks:
+        envlib.merge(env, block.get("default_env"), only_missing=True)
+        envlib.merge(own_env, block.get("default_env"))
+    for block in blocks:
+        envlib.merge(env, block.get("env"))
+        envlib.merge(own_env, block.get("env"))
+    input_mapping: dict[str, str] = {}
+    for block in blocks:
+        input_mapping.update(block.get("input_mapping") or {})
+    for name, env_key in input_mapping.items():
+        if name in inputs and inputs[name] is not None:
+            env[env_key] = envlib.normalise(inputs[name])
+    envlib.merge(env, ctx.user_env)
+    if version:
+        env["CM_VERSION"] = version
+    envlib.substitute(env)
+
+    prepared = _Prepared(script, resolved.selected, blocks, env, version, {}, {})
+    key_patterns = list(input_mapping.values()) + prepared.collect("default_env") + prepared.collect("env")
+    key_patterns += prepared.collect("cache_key_env")
+    prepared.key_env = envlib.select(env, key_patterns)
+    prepared.external_env = {k: v for k, v in prepared.key_env.items() if own_env.get(k) != v}
+    return prepared
+
+
+def cache_key(prepared: _Prepared) -> str:
+    return make_key({
+        "uid": prepared.script.uid or prepared.script.alias,
+        "files": hash_script_dir(prepared.script.path),
+        "variations": prepared.variations,
+        "version": prepared.version,
+        "env": prepared.key_env,
+    })
+
+
+def rerun_command(prepared: _Prepared) -> str:
+    tags = ",".join(prepared.script.tags + ["_" + v for v in prepared.variations])
+    parts = ["cm", "run", "script", f"--tags={tags}"]
+    parts += [f"--env.{k}={envlib._flat(v)}" for k, v in sorted(prepared.external_env.items())]
+    if prepared.script.meta.get("cache"):
+        parts.append("--new")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artifact: str = "",
+               inputs: dict[str, Any] | None = None, env: dict[str, Any] | None = None,
+               state: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+               version_spec: dict[str, Any] | None = None, depth: int = 0) -> ScriptResult:
+    inputs = inputs or {}
+    version_spec = version_spec or {}
+    state = state if state is not None else {}
+    script = ctx.index.find_one(tags, artifact)
+    if script.path in ctx.stack:
+        chain = " -> ".join(os.path.basename(p) for p in [*ctx.stack, script.path])
+        raise ScriptError(f"dependency cycle: {chain}")
+    prepared = prepare(ctx, script, variations, inputs, env or {}, version_spec)
+    step = {"alias": script.alias, "tags": ",".join(script.tags), "variations": prepared.variations,
+            "depth": depth, "cache": "none"}
+    ctx.steps.append(step)
+    started = time.perf_counter()
+    ctx.stack.append(script.path)
+    try:
+        if script.meta.get("cache"):
+            result = _run_cached(ctx, prepared, inputs, state, overrides or {}, depth, step)
+        else:
+            if ctx.dry_run:
+                ctx.reporter.dry_run(depth, script.alias, prepared.variations, "runs every time")
+            result = _execute(ctx, prepared, inputs, state, overrides or {}, depth, os.getcwd())
+    finally:
+        ctx.stack.pop()
+    step["seconds"] = round(time.perf_counter() - started, 3)
+    if step["cache"] != "hit" and not ctx.dry_run:
+        ctx.reporter.finish(depth, script.alias, step["seconds"], result.cache_path)
+    depslib.check_version(script.alias, result.version, version_spec)
+    return result
+
+
+def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state: dict[str, Any],
+                overrides: dict[str, Any], depth: int, step: dict[str, Any]) -> ScriptResult:
+    alias = prepared.script.alias
+    key = cache_key(prepared)
+    force_new = ctx.force_new and depth == 0
+    if ctx.dry_run:
+        entry = None if force_new else ctx.cache.lookup(alias, key)
+        ctx.reporter.dry_run(depth, alias, prepared.variations, "cache hit" if entry else "cache miss: would run")
+        step["cache"] = "hit" if entry else "miss"
+        if entry:
+            return _from_entry(entry.record, entry.path)
+        return _execute(ctx, prepared, inputs, state, overrides, depth, os.getcwd())
+    with ctx.cache.lock(alias, key):
+        entry = None if force_new else ctx.cache.lookup(alias, key)
+        if entry is not None:
+            step.update(cache="hit", cache_path=entry.path)
+            ctx.reporter.cache_hit(depth, alias, prepared.variations, entry.path)
+            return _from_entry(entry.record, entry.path)
+        step["cache"] = "miss"
+        ctx.reporter.start(depth, alias, prepared.variations, cached=True)
+        workdir = ctx.cache.new_workdir(alias)
+        try:
+            started = time.perf_counter()
+            result = _execute(ctx, prepared, inputs, state, overrides, depth, workdir)
+            record = {
+                "tags": prepared.script.tags, "uid": prepared.script.uid, "variations": prepared.variations,
+                "version": result.version, "new_env": result.new_env, "new_state": result.new_state,
+                "key_inputs": {"env": prepared.key_env, "script_files": hash_script_dir(prepared.script.path)},
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            entry = ctx.cache.commit(workdir, alias, key, record)
+        except BaseException:
+            ctx.cache.discard(workdir)  # nothing half-written stays behind
+            raise
+    step["cache_path"] = entry.path
+    return ScriptResult(entry.record["new_env"], entry.record["new_state"], result.version, entry.path)
+
+
+def _from_entry(record: dict[str, Any], path: str) -> ScriptResult:
+    return ScriptResult(copy.deepcopy(record.get("new_env", {})), copy.deepcopy(record.get("new_state", {})),
+                        record.get("version", ""), path)
+
+
+def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state: dict[str, Any],
+             overrides: dict[str, Any], depth: int, run_dir: str) -> ScriptResult:
+    script, env = prepared.script, prepared.env
+    child_overrides = depslib.merge_overrides(prepared.merged("add_deps_recursive"), overrides)
+    direct_overrides = depslib.merge_overrides(
+        prepared.merged("add_deps_recursive"), prepared.merged("add_deps"), overrides)
+    if not prepared.script.meta.get("cache") and not ctx.dry_run:
+        ctx.reporter.start(depth, script.alias, prepared.variations, cached=False)
+
+    def run_deps(list_key: str) -> None:
+        for block in prepared.blocks:
+            for dep in block.get(list_key) or []:
+                _run_dependency(ctx, dep, env, state, direct_overrides, child_overrides, depth)
+
+    hook_input = {
+        "env": env, "state": state, "meta": script.meta, "input": inputs, "os_info": os_info(),
+        "automation": ctx.automation, "variation_tags": prepared.variations,
+        "run_script_input": {"path": script.path, "run_dir": run_dir, "alias": script.alias, "tags": script.tags,
+                             "variations": prepared.variations, "version": prepared.version, "depth": depth,
+                             "dry_run": ctx.dry_run},
+    }
+    for list_key in PRE_RUN_DEPS:
+        run_deps(list_key)
+    if ctx.dry_run:
+        for list_key in ("prehook_deps", *POST_RUN_DEPS):
+            run_deps(list_key)
+        return ScriptResult(envlib.select(env, prepared.collect("new_env_keys")), {}, prepared.version)
+
+    version = prepared.version
+    previous_cwd = os.getcwd()
+    os.chdir(run_dir)
+    try:
+        before = dict(env)
+        pre = runner.call_hook(script.path, "preprocess", hook_input, script.alias)
+        run_deps("prehook_deps")
+        if not pre.get("skip"):
+            run_env, run_state = runner.run_native(
+                script.path, run_dir, env, script.alias, rerun_command(prepared), ctx.output)
+            env.update(run_env)
+            state.update(run_state)
+        post = runner.call_hook(script.path, "postprocess", hook_input, script.alias)
+        version = str(post.get("version") or pre.get("version") or env.get("CM_VERSION") or version)
+        ctx.reporter.env_changes(depth, script.alias, envlib.diff(before, env))
+    finally:
+        os.chdir(previous_cwd)
+    for list_key in POST_RUN_DEPS:
+        run_deps(list_key)
+    new_env = envlib.select(env, prepared.collect("new_env_keys"))
+    new_state = {k: v for k, v in state.items() if envlib.matches(k, prepared.collect("new_state_keys"))}
+    return ScriptResult(new_env, new_state, version)
+
+
+def _run_dependency(ctx: RunContext, dep: dict[str, Any], env: dict[str, Any], state: dict[str, Any],
+                    direct_overrides: dict[str, Any], child_overrides: dict[str, Any], depth: int) -> None:
+    dep = depslib.apply_overrides(dep, direct_overrides)
+    if not depslib.should_run(dep, env):
+        ctx.reporter.skipped(depth + 1, str(dep.get("tags")), "enable_if_env/skip_if_env")
+        return
+    tags, variations = parse_tags(depslib.resolve_tags(dep, env))
+    child_env = copy.deepcopy(env)
+    envlib.merge(child_env, dep.get("env"))
+    version_spec = {k: dep[k] for k in depslib.VERSION_FIELDS if dep.get(k)}
+    result = run_script(ctx, tags, variations, env=child_env, state=copy.deepcopy(state),
+                        overrides=child_overrides, version_spec=version_spec, depth=depth + 1)
+    envlib.merge(env, result.new_env)
+    envlib.merge(env, ctx.user_env)
+    state.update(result.new_state)

@@ -1,0 +1,57 @@
+"""Wires the engine to cmind: `cm run script`, `cm find script`. The work happens in the sibling modules."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+from typing import Any
+
+from cmind.automation import Automation
+
+
+def _load_engine_package():
+    """Import this folder as the package `cm_script_engine` (installed by `pip install -e .`, else by path)."""
+    try:
+        import cm_script_engine.api as api
+
+        if os.path.samefile(os.path.dirname(api.__file__), os.path.dirname(__file__)):
+            return api
+    except ImportError:
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "cm_script_engine", os.path.join(here, "__init__.py"), submodule_search_locations=[here])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["cm_script_engine"] = package
+    spec.loader.exec_module(package)
+    import cm_script_engine.api as api
+
+    return api
+
+
+api = _load_engine_package()
+
+
+class CAutomation(Automation):
+    """CM's `script` automation (alias script, uid 5b4e0237da074764)."""
+
+    def __init__(self, cmind: Any, automation_file: str) -> None:
+        super().__init__(cmind, automation_file)
+
+    def run(self, i: dict[str, Any]) -> dict[str, Any]:
+        """cm run script --tags=<tags,_variations> [--key=value] [--env.K=V] [--adr.name.tags=...] [--new]
+        [--dry-run] [-v] [--out=json]"""
+        stream = sys.stderr if i.get("out") == "json" else sys.stdout
+        with contextlib.redirect_stdout(stream):  # keep stdout pure JSON with --out=json
+            return api.run(i, repo_paths=self._repo_paths(), cache_root=self.cache_root(), automation=self)
+
+    def search(self, i: dict[str, Any]) -> dict[str, Any]:
+        """cm find script --tags=...: list the matching scripts."""
+        return api.search(i, repo_paths=self._repo_paths())
+
+    def _repo_paths(self) -> list[str]:
+        return [repo.path for repo in self.cmind.repos.lst]
+
+    def cache_root(self) -> str:
+        return api.cache_root(self.cmind.repos.path)

@@ -1,0 +1,138 @@
+"""Run one script's steps: `customize.py` hooks and the native `run.sh` / `run.py`.
+
+Commands are argument lists, never shell strings built from user values; env reaches the process as
+its environment. Results come back through CM's files `tmp-run-env.out` and `tmp-run-state.json`.
+"""
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from types import ModuleType
+from typing import IO, Any
+
+from . import env as envlib
+from .errors import ScriptError, check
+
+RUN_ENV_FILE = "tmp-run-env.out"
+RUN_STATE_FILE = "tmp-run-state.json"
+NATIVE_ENTRY_POINTS = (("run.sh", ("bash",)), ("run.py", (sys.executable,)))
+TAIL_LINES = 25
+
+_customize_modules: dict[str, ModuleType | None] = {}
+
+
+def load_customize(script_path: str) -> ModuleType | None:
+    """Import `customize.py` by path (once per process), with its folder first on sys.path."""
+    if script_path in _customize_modules:
+        return _customize_modules[script_path]
+    file = os.path.join(script_path, "customize.py")
+    module = None
+    if os.path.isfile(file):
+        name = "cm_customize_" + os.path.basename(script_path).replace("-", "_")
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        with _on_sys_path(script_path):
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:  # report any import failure as the script's fault, with where
+                raise ScriptError(f"{file}: cannot be imported ({type(e).__name__}: {e})") from e
+    _customize_modules[script_path] = module
+    return module
+
+
+class _on_sys_path:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        sys.path.insert(0, self.path)
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            sys.path.remove(self.path)
+        except ValueError:  # pragma: no cover - a hook removed it itself
+            pass
+
+
+def call_hook(script_path: str, hook: str, hook_input: dict[str, Any], alias: str) -> dict[str, Any]:
+    """Call preprocess/postprocess if customize.py defines it; exceptions become a clear error."""
+    module = load_customize(script_path)
+    function = getattr(module, hook, None) if module else None
+    if function is None:
+        return {"return": 0}
+    with _on_sys_path(script_path):
+        try:
+            result = function(hook_input)
+        except ScriptError:
+            raise
+        except Exception as e:
+            raise ScriptError(f"script '{alias}' {hook}() raised {type(e).__name__}: {e}") from e
+    return check(result, f"script '{alias}' {hook}()")
+
+
+def native_entry_point(script_path: str) -> list[str] | None:
+    for name, interpreter in NATIVE_ENTRY_POINTS:
+        full = os.path.join(script_path, name)
+        if os.path.isfile(full):
+            return [*interpreter, full]
+    return None
+
+
+def run_native(
+    script_path: str,
+    run_dir: str,
+    env: dict[str, Any],
+    alias: str,
+    rerun_command: str,
+    output: IO[str],
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Run run.sh/run.py in run_dir; return the env and state it wrote back. Raise on non-zero exit."""
+    command = native_entry_point(script_path)
+    if command is None:
+        return {}, {}
+    for name in (RUN_ENV_FILE, RUN_STATE_FILE):
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+    process_env = envlib.for_process(env)
+    process_env.update(
+        CM_TMP_CURRENT_SCRIPT_PATH=script_path, CM_TMP_CURRENT_PATH=run_dir, CM_PYTHON_BIN_WITH_PATH=sys.executable
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    with subprocess.Popen(
+        command, cwd=run_dir, env=process_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, errors="replace", bufsize=1,
+    ) as process:
+        for line in process.stdout:
+            output.write(line)
+            tail.append(line.rstrip("\n"))
+        code = process.wait()
+    if code != 0:
+        last = "\n    ".join(tail) or "(no output)"
+        raise ScriptError(
+            f"script '{alias}' failed: {os.path.basename(command[-1])} exited with code {code}.\n"
+            f"  last lines of its output:\n    {last}\n"
+            f"  re-run just this step: {rerun_command}",
+            code=2,
+        )
+    return read_run_results(run_dir, alias)
+
+
+def read_run_results(run_dir: str, alias: str) -> tuple[dict[str, str], dict[str, Any]]:
+    new_env: dict[str, str] = {}
+    new_state: dict[str, Any] = {}
+    env_file = os.path.join(run_dir, RUN_ENV_FILE)
+    if os.path.isfile(env_file):
+        with open(env_file, encoding="utf-8") as f:
+            new_env = envlib.parse_env_file(f.read())
+    state_file = os.path.join(run_dir, RUN_STATE_FILE)
+    if os.path.isfile(state_file):
+        try:
+            with open(state_file, encoding="utf-8") as f:
+                new_state = json.load(f)
+        except ValueError as e:
+            raise ScriptError(f"script '{alias}' wrote an invalid {RUN_STATE_FILE}: {e}") from e
+    return new_env, new_state
