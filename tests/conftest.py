@@ -17,7 +17,8 @@ def load_script_module(script: str, module: str = "customize") -> ModuleType:
     folder = SCRIPTS_DIR / script
     sys.path.insert(0, str(folder))
     try:
-        spec = importlib.util.spec_from_file_location(f"_test_{script.replace('-', '_')}_{module}", folder / f"{module}.py")
+        name = f"_test_{script.replace('-', '_')}_{module}"
+        spec = importlib.util.spec_from_file_location(name, folder / f"{module}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
     finally:
@@ -28,3 +29,30 @@ def load_script_module(script: str, module: str = "customize") -> ModuleType:
 @pytest.fixture
 def script_module():
     return load_script_module
+
+
+FIXTURE_REPO = Path(__file__).resolve().parent / "fixtures" / "repo"
+
+
+def cm_env(home: Path, cache: Path | None = None) -> dict[str, str]:
+    """Environment for a `cm` subprocess with its own CM home (and cache)."""
+    import os
+
+    env = dict(os.environ)
+    env["CM_REPOS"] = str(home)
+    env.pop("CM_CACHE_DIR", None)
+    if cache is not None:
+        env["CM_CACHE_DIR"] = str(cache)
+    return env
+
+
+@pytest.fixture
+def cm_home(tmp_path_factory):
+    """A temporary CM home with this repository and the fixture repository registered."""
+    import subprocess
+
+    home = tmp_path_factory.mktemp("cm-home")
+    env = cm_env(home)
+    for repo in (REPO_ROOT, FIXTURE_REPO):
+        subprocess.run(["cm-register-repo", str(repo)], env=env, check=True, capture_output=True)
+    return home

@@ -188,6 +188,7 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     step["seconds"] = round(time.perf_counter() - started, 3)
     if step["cache"] != "hit" and not ctx.dry_run:
         ctx.reporter.finish(depth, script.alias, step["seconds"], result.cache_path)
+    ctx.reporter.env_changes(depth, script.alias, envlib.diff(env or {}, result.new_env))
     depslib.check_version(script.alias, result.version, version_spec)
     return result
 
@@ -267,7 +268,6 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
     previous_cwd = os.getcwd()
     os.chdir(run_dir)
     try:
-        before = dict(env)
         pre = runner.call_hook(script.path, "preprocess", hook_input, script.alias)
         run_deps("prehook_deps")
         if not pre.get("skip"):
@@ -277,7 +277,6 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
             state.update(run_state)
         post = runner.call_hook(script.path, "postprocess", hook_input, script.alias)
         version = str(post.get("version") or pre.get("version") or env.get("CM_VERSION") or version)
-        ctx.reporter.env_changes(depth, script.alias, envlib.diff(before, env))
     finally:
         os.chdir(previous_cwd)
     for list_key in POST_RUN_DEPS:
