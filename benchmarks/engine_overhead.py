@@ -1,0 +1,90 @@
+"""Wall time of a fully cached run of a chain of 15 scripts through the real `cm` CLI.
+
+A temporary CM home holds this repository (for the automation) and a generated repository with one
+uncached entry script whose 14 dependencies are 10 cached scripts (each with a customize.py) and
+4 uncached ones (like detect-os). After one warm-up run that fills the cache, the same command is timed
+N times; the table reports the median and its ratio to the 0.8 s goal, next to a bare `cm` call.
+
+    python benchmarks/engine_overhead.py [--runs 9]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GOAL_SECONDS = 0.8
+HEADER = "automation_alias: script\nautomation_uid: 5b4e0237da074764\n"
+
+
+def make_repo(root: Path, cached: int = 10, uncached: int = 4) -> None:
+    root.mkdir(parents=True)
+    (root / "cmr.yaml").write_text("alias: bench-repo\nuid: 'bbbbbbbbbbbbbbb1'\n")
+    dep_tags = []
+    for n in range(cached + uncached):
+        is_cached = n < cached
+        name = f"bench-step-{n:02d}"
+        folder = root / "script" / name
+        folder.mkdir(parents=True)
+        (folder / "_cm.yaml").write_text(HEADER + textwrap.dedent(f"""
+            alias: {name}
+            uid: 'bbbbbbbbbbbbb{n:03d}'
+            tags: [bench, step{n}]
+            cache: {str(is_cached).lower()}
+            default_env:
+              BENCH_SIZE_{n}: "{n}"
+            new_env_keys: [BENCH_OUT_{n}]
+            """))
+        (folder / "customize.py").write_text(textwrap.dedent(f"""
+            import os
+
+            def preprocess(i):
+                i['env']['BENCH_OUT_{n}'] = os.path.join(os.getcwd(), 'out-{n}')
+                return {{'return': 0}}
+            """))
+        dep_tags.append(f"  - tags: bench,step{n}\n    names: [step{n}]\n")
+    top = root / "script" / "bench-top"
+    top.mkdir(parents=True)
+    (top / "_cm.yaml").write_text(HEADER + "alias: bench-top\nuid: 'bbbbbbbbbbbbbtop'\ntags: [bench, top]\n"
+                                  "deps:\n" + "".join(dep_tags) + "new_env_keys: [BENCH_*]\n")
+
+
+def timed(command: list[str], env: dict[str, str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        make_repo(tmp_path / "bench-repo")
+        env = dict(os.environ, CM_REPOS=str(tmp_path / "home"))
+        env.pop("CM_CACHE_DIR", None)
+        for repo in (REPO_ROOT, tmp_path / "bench-repo"):
+            subprocess.run(["cm-register-repo", str(repo)], env=env, check=True, capture_output=True)
+        chain = ["cm", "run", "script", "--tags=bench,top", "--quiet"]
+        subprocess.run(chain, env=env, check=True, capture_output=True)  # fill the cache
+        bare = statistics.median(timed(["cm", "version"], env, args.runs))
+        cached = statistics.median(timed(chain, env, args.runs))
+    print(f"{'measurement':52s} {'median s':>9s} {'vs goal':>8s}")
+    print(f"{'bare `cm version` (cmind start-up)':52s} {bare:9.3f} {bare / GOAL_SECONDS:8.2f}")
+    print(f"{'cached chain of 15 scripts (1 top, 10 cached, 4 not)':52s} {cached:9.3f} {cached / GOAL_SECONDS:8.2f}")
+    print(f"goal: <= {GOAL_SECONDS} s for the cached chain; {'met' if cached <= GOAL_SECONDS else 'NOT met'}"
+          f" ({args.runs} runs each, median)")
+
+
+if __name__ == "__main__":
+    main()
