@@ -6,6 +6,7 @@ Overrides come from the command line (`--adr.<name>.tags=...`) and from `add_dep
 from __future__ import annotations
 
 import copy
+import fnmatch
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,8 @@ def _env_matches(value: Any, allowed: Any) -> bool:
             ok = text in _TRUE
         elif a is False or a_text in _FALSE - {""}:
             ok = text in _FALSE
+        elif any(c in a_text for c in "*?["):  # a glob: "?*" means "set to anything non-empty"
+            ok = fnmatch.fnmatchcase(text, a_text)
         else:
             ok = text == a_text
         if ok:
