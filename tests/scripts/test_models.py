@@ -302,6 +302,14 @@ def test_custom_defaults_from_graph(tmp_path, monkeypatch):
     assert env["CM_ML_MODEL_LABEL_OFFSET"] == "0" and env["CM_ML_MODEL_SHA256"] == _sha256(LIGHT_RESNET50)
 
 
+def test_custom_accepts_nc11_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    customize = load_script_module(CUSTOM)
+    env = {"CM_ML_MODEL_PATH": str(LIGHT_RESNET50.with_name("light_squeezenet.onnx"))}
+    assert customize.preprocess(_hook_input(CUSTOM, env)) == {"return": 0}
+    assert env["CM_ML_MODEL_OUTPUT_NAME"] == "softmaxout_1" and env["CM_ML_MODEL_NUM_CLASSES"] == "1000"
+
+
 def test_custom_inputs_override(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     customize = load_script_module(CUSTOM)
