@@ -1,0 +1,297 @@
+"""app-mlperf-inference-python: real LoadGen runs on a tiny ONNX classifier, both backends."""
+from __future__ import annotations
+
+import ctypes
+import json
+import threading
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+SCRIPT = "app-mlperf-inference-python"
+N_SAMPLES = 12
+N_CORRECT = 9  # labels of samples 9..11 are deliberately wrong: 75 % top-1 over the whole set
+QuerySample = namedtuple("QuerySample", "id index")
+
+
+def _make_model(path: Path, batch: int | str = "N") -> None:
+    """input[N,3,8,8] -> GlobalAveragePool -> Flatten -> MatMul[3,10]: the brightest channel c wins class c."""
+    w = -np.ones((3, 10), np.float32)
+    for c in range(3):
+        w[c, c] = 1.0
+    graph = oh.make_graph(
+        [oh.make_node("GlobalAveragePool", ["input"], ["gap"]),
+         oh.make_node("Flatten", ["gap"], ["flat"], axis=1),
+         oh.make_node("MatMul", ["flat", "W"], ["logits"])],
+        "tiny",
+        [oh.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [batch, 10])],
+        [onh.from_array(w, "W")],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    _make_model(root / "tiny.onnx")
+    data = root / "preprocessed"
+    data.mkdir()
+    lines = []
+    rng = np.random.default_rng(0)
+    for i in range(N_SAMPLES):
+        x = rng.uniform(0, 0.1, (3, 8, 8)).astype(np.float32)
+        x[i % 3] += 1.0
+        np.save(data / f"ILSVRC2012_val_{i:08d}.npy", x)
+        label = i % 3 if i < N_CORRECT else (i % 3 + 1) % 3
+        lines.append(f"ILSVRC2012_val_{i:08d}.npy {label}\n")
+    (data / "val_map.txt").write_text("".join(lines))
+    return {"root": root, "onnx": root / "tiny.onnx", "data": data}
+
+
+@pytest.fixture
+def harness(script_module):
+    return script_module(SCRIPT, "mlperf_harness")
+
+
+def _settings(harness, tiny, out: Path, **kw):
+    model = harness.mlperf_backends.ModelFacts(name="tiny", onnx_path=str(tiny["onnx"]), input_name="input",
+                                               output_name="logits", label_offset=0)
+    base = dict(backend="onnxruntime", scenario="Offline", mode="performance", model=model,
+                dataset_path=str(tiny["data"]), output_dir=str(out), threads=1, progress=False)
+    base.update(kw)
+    return harness.HarnessSettings(**base)
+
+
+def _detail_errors(out: Path) -> list[str]:
+    errs = []
+    for line in (out / "mlperf_log_detail.txt").read_text().splitlines():
+        if line.startswith(":::MLLOG"):
+            rec = json.loads(line[len(":::MLLOG"):])
+            if rec["metadata"].get("is_error"):
+                errs.append(str(rec["value"]))
+    return errs
+
+
+# ------------------------------------------------------------------------------------------------ rounds
+
+
+def test_round_confs_match_loadgen_and_published_seeds(script_module):
+    rounds = script_module(SCRIPT, "mlperf_rounds")
+    import mlperf_loadgen
+
+    # v6.1 is LoadGen 6.0.17's built-in mlperf.conf, byte for byte.
+    builtin = Path(mlperf_loadgen.__file__).read_bytes()
+    assert rounds.ROUNDS["v6.1"].conf_path.read_bytes() in builtin
+    for name, rnd in rounds.ROUNDS.items():
+        assert rnd.seeds() == rounds.PUBLISHED_SEEDS[name]
+        assert rnd.performance_sample_count("resnet50") == 1024
+    # The harness re-creates v3.1 by seeds alone: every other resnet50 setting must be the same.
+    v31, v61 = rounds.ROUNDS["v3.1"], rounds.ROUNDS["v6.1"]
+    for scen in rounds.SCENARIOS:
+        for key in ("min_duration", "min_query_count", "target_latency", "target_latency_percentile",
+                    "samples_per_query", "target_qps", "performance_sample_count_override"):
+            assert v31.value("resnet50", scen, key) == v61.value("resnet50", scen, key), (scen, key)
+    assert rounds.get_round("3.1").name == "v3.1" and rounds.get_round(None).name == "v6.1"
+    with pytest.raises(ValueError, match="unknown MLPerf round"):
+        rounds.get_round("v2.0")
+
+
+def test_user_conf_text(harness, tiny, tmp_path):
+    s = _settings(harness, tiny, tmp_path, scenario="singlestream", target_latency_ms=2.4, min_duration_ms=500,
+                  min_query_count=64, target_qps=99.0).normalised()
+    text = harness.build_user_conf(s, 12, base_text="*.*.min_duration = 1000\n")
+    assert text.splitlines()[-4:] == [
+        "resnet50.SingleStream.target_latency = 2",
+        "resnet50.SingleStream.min_duration = 500",
+        "resnet50.SingleStream.min_query_count = 64",
+        "resnet50.SingleStream.performance_sample_count_override = 12",
+    ]
+    assert "*.*.min_duration = 1000" in text and "target_qps" not in text  # no target_qps for SingleStream
+
+
+def test_settings_errors(harness, tiny, tmp_path):
+    with pytest.raises(ValueError, match="unknown scenario"):
+        _settings(harness, tiny, tmp_path, scenario="batch").normalised()
+    with pytest.raises(ValueError, match="unknown backend"):
+        _settings(harness, tiny, tmp_path, backend="tensorrt").normalised()
+    with pytest.raises(ValueError, match="CM_DATASET_PREPROCESSED_PATH"):
+        _settings(harness, tiny, tmp_path, dataset_path="").normalised()
+    with pytest.raises(FileNotFoundError):
+        harness.list_samples(str(tmp_path / "nowhere"))
+    env = {"CM_MLPERF_LOADGEN_SCENARIO": "server", "CM_MLPERF_LOADGEN_TARGET_QPS": "12.5",
+           "CM_ML_MODEL_LABEL_OFFSET": "1", "CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]),
+           "CM_MLPERF_LOADGEN_COUNT": "5"}
+    s = harness.settings_from_env(env).normalised()
+    assert (s.scenario, s.target_qps, s.model.label_offset, s.count, s.round) == ("Server", 12.5, 1, 5, "v6.1")
+    with pytest.raises(ValueError, match="not a number"):
+        harness.settings_from_env({"CM_MLPERF_LOADGEN_TARGET_QPS": "fast"})
+
+
+def test_customize_reports_missing_model(script_module, tiny, tmp_path):
+    cust = script_module(SCRIPT, "customize")
+    env = {"CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]), "CM_MLPERF_OUTPUT_DIR": str(tmp_path)}
+    r = cust.preprocess({"env": env, "state": {}})
+    assert r["return"] == 1 and "CM_ML_MODEL_FILE_WITH_PATH" in r["error"]
+
+
+# --------------------------------------------------------------------------------------- SUT (no LoadGen)
+
+
+class FakeLoadGen:
+    """Records completions; reads response bytes only inside QuerySamplesComplete, as LoadGen does."""
+
+    def __init__(self) -> None:
+        self.done: dict[int, float] = {}
+        self.lock = threading.Lock()
+
+    def QuerySampleResponse(self, qid, ptr, size):  # noqa: N802 - LoadGen's spelling
+        return qid, ptr, size
+
+    def QuerySamplesComplete(self, responses):  # noqa: N802
+        with self.lock:
+            for qid, ptr, size in responses:
+                assert size == 4
+                self.done[qid] = float(np.frombuffer(ctypes.string_at(ptr, size), np.float32)[0])
+
+
+@pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream", "Offline", "Server"])
+def test_sut_answers_every_sample_with_float32_class(harness, tiny, scenario):
+    backend = harness.mlperf_backends.create_backend("onnxruntime")
+    backend.load(harness.mlperf_backends.ModelFacts(onnx_path=str(tiny["onnx"])), 1, 4)
+    qsl = harness.SampleLibrary(harness.list_samples(str(tiny["data"])))
+    qsl.load(list(range(qsl.size)))
+    lg = FakeLoadGen()
+    sut = harness.SystemUnderTest(lg, backend, qsl, scenario, batch_size=4, label_offset=1, workers=2)
+    queries = [[QuerySample(100 + i, i)] for i in range(qsl.size)]
+    if scenario in ("MultiStream", "Offline"):
+        queries = [[q[0] for q in queries]]
+    threads = [threading.Thread(target=sut.issue_queries, args=(q,)) for q in queries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.time() + 10
+    while len(lg.done) < qsl.size and time.time() < deadline:
+        time.sleep(0.01)
+    sut.stop()
+    assert lg.done == {100 + i: float(i % 3 - 1) for i in range(qsl.size)}
+    assert sut.samples_done == qsl.size and not sut.errors
+
+
+# ------------------------------------------------------------------------------------- real LoadGen runs
+
+
+def test_offline_performance_run(harness, tiny, tmp_path):
+    out = tmp_path / "offline"
+    # No target_qps: the harness measures a warm-up and sets it.
+    r = harness.run_benchmark(_settings(harness, tiny, out, min_duration_ms=100, min_query_count=200))
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "user.conf", "mlperf.conf"):
+        assert (out / name).is_file(), name
+    assert r["scenario"] == "Offline" and r["mode"] == "performance"
+    assert r["valid"] and r["validity"] == "VALID" and r["min_duration_satisfied"]
+    assert r["result_unit"] == "samples/s" and r["result"] > 0
+    assert r["loadgen_version"].startswith("6.0.17")
+    # Never more than the dataset: 12 samples, not resnet50's 1024.
+    assert r["qsl_size"] == r["performance_sample_count"] == r["loadgen_performance_sample_count"] == N_SAMPLES
+    assert r["samples_processed"] >= 200
+    assert r["warmup"]["samples_per_second"] > 0 and r["target_qps"] > 0
+    conf = (out / "user.conf").read_text()
+    assert f"resnet50.Offline.target_qps = {r['target_qps']:.6g}" in conf
+    assert "resnet50.Offline.performance_sample_count_override = 12" in conf
+    assert "resnet50.Offline.min_duration = 100" in conf
+    assert (out / "mlperf.conf").read_text() == harness.mlperf_rounds.ROUNDS["v6.1"].conf_text()
+    assert r["qsl_rng_seed"] == harness.mlperf_rounds.PUBLISHED_SEEDS["v6.1"]["qsl_rng_seed"]
+    assert _detail_errors(out) == []  # in particular no "Multiple conf files are used"
+    assert harness.load_result(out) == r
+
+
+def test_singlestream_run_with_count(harness, tiny, tmp_path):
+    out = tmp_path / "ss"
+    r = harness.run_benchmark(_settings(harness, tiny, out, scenario="SingleStream", count=10,
+                                        min_duration_ms=100, min_query_count=300))
+    assert r["scenario"] == "SingleStream" and r["valid"], r
+    assert r["result_unit"] == "ms" and 0 < r["result"] < 100 and r["latency_percentile"] == 90.0
+    assert r["qsl_size"] == r["performance_sample_count"] == 10
+    assert r["samples_processed"] >= 300
+    assert "resnet50.SingleStream.target_latency = " in (out / "user.conf").read_text()
+    assert _detail_errors(out) == []
+
+
+def test_server_and_multistream_runs(harness, tiny, tmp_path):
+    r = harness.run_benchmark(_settings(harness, tiny, tmp_path / "server", scenario="Server", target_qps=400,
+                                        min_duration_ms=200, min_query_count=50, workers=2))
+    assert r["scenario"] == "Server" and r["result_unit"] == "samples/s" and r["result"] > 0
+    assert r["result_key"] == "result_completed_samples_per_sec" and r["latency_percentile"] == 99.0
+    assert r["valid"], r
+    r = harness.run_benchmark(_settings(harness, tiny, tmp_path / "ms", scenario="MultiStream", target_latency_ms=1,
+                                        min_duration_ms=100, min_query_count=40))
+    assert r["scenario"] == "MultiStream" and r["result_unit"] == "ms" and r["latency_percentile"] == 99.0
+    assert r["samples_processed"] >= 40 * 8 and r["valid"], r
+
+
+def test_accuracy_run_v31_and_top1(harness, script_module, tiny, tmp_path):
+    acc = script_module("process-mlperf-accuracy", "imagenet_accuracy")
+    out = tmp_path / "acc"
+    r = harness.run_benchmark(_settings(harness, tiny, out, mode="accuracy", round="v3.1"))
+    assert r["mode"] == "accuracy" and r["valid"] and r["accuracy_samples_logged"] == N_SAMPLES
+    assert r["samples_processed"] == N_SAMPLES and r["accuracy_log"] == str(out / "mlperf_log_accuracy.json")
+    # v3.1 runs carry v3.1's seeds although LoadGen's built-in conf is v6.1's.
+    seeds = harness.mlperf_rounds.PUBLISHED_SEEDS["v3.1"]
+    assert (r["qsl_rng_seed"], r["sample_index_rng_seed"], r["schedule_rng_seed"]) == (
+        seeds["qsl_rng_seed"], seeds["sample_index_rng_seed"], seeds["schedule_rng_seed"])
+    assert (out / "mlperf.conf").read_text() == harness.mlperf_rounds.ROUNDS["v3.1"].conf_text()
+    assert _detail_errors(out) == []
+    res = acc.write_accuracy_txt(out, tiny["data"] / "val_map.txt")
+    assert (res.good, res.total) == (N_CORRECT, N_SAMPLES)
+    assert (out / "accuracy.txt").read_text().splitlines()[0] == "accuracy=75.000%, good=9, total=12"
+
+
+def test_tvm_backend_matches_onnxruntime_and_runs(harness, script_module, tiny, tmp_path):
+    tvm = pytest.importorskip("tvm")
+    from tvm.relax.frontend.onnx import from_onnx
+
+    acc = script_module("process-mlperf-accuracy", "imagenet_accuracy")
+    batch = 4
+    mod = from_onnx(onnx.load(str(tiny["onnx"])), shape_dict={"input": [batch, 3, 8, 8]}, dtype_dict="float32",
+                    keep_params_in_input=False)
+    so = tmp_path / "tiny_b4.so"
+    tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})).export_library(str(so))
+
+    bk = harness.mlperf_backends
+    facts = bk.ModelFacts(onnx_path=str(tiny["onnx"]), input_name="input", output_name="logits", tvm_so=str(so),
+                          tvm_batch_size=batch)
+    ort_b, tvm_b = bk.create_backend("onnxruntime"), bk.create_backend("tvm")
+    ort_b.load(facts, 1, batch)
+    tvm_b.load(facts, 1, batch)
+    assert tvm_b.fixed_batch_size == batch and ort_b.fixed_batch_size is None
+    x = np.stack([np.load(p) for p in harness.list_samples(str(tiny["data"]), count=10)])  # 4 + 4 + padded 2
+    a, b = ort_b.predict(x), tvm_b.predict(x)
+    assert a.shape == b.shape == (10, 10)
+    np.testing.assert_array_equal(a.argmax(1), b.argmax(1))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert tvm_b.predict(x[:1]).shape == (1, 10)
+
+    out = tmp_path / "tvm-acc"
+    s = _settings(harness, tiny, out, backend="tvm", mode="accuracy", count=10,
+                  model=facts)
+    r = harness.run_benchmark(s)
+    assert r["backend"] == "tvm" and r["valid"] and r["batch_size"] == batch and r["qsl_size"] == 10
+    res = acc.write_accuracy_txt(out, tiny["data"] / "val_map.txt")
+    assert res.line() == "accuracy=90.000%, good=9, total=10"
+
+
+def test_cli_reports_errors(harness, tiny, tmp_path, capsys):
+    rc = harness.main(["--model-path", str(tmp_path / "missing.onnx"), "--dataset-path", str(tiny["data"]),
+                       "--output-dir", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 1
+    assert "ONNX model not found" in capsys.readouterr().err
