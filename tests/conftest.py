@@ -20,6 +20,7 @@ def load_script_module(script: str, module: str = "customize") -> ModuleType:
         name = f"_test_{script.replace('-', '_')}_{module}"
         spec = importlib.util.spec_from_file_location(name, folder / f"{module}.py")
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # dataclasses look their module up by name
         spec.loader.exec_module(mod)
     finally:
         sys.path.remove(str(folder))

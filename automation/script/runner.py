@@ -35,6 +35,7 @@ def load_customize(script_path: str) -> ModuleType | None:
         name = "cm_customize_" + os.path.basename(script_path).replace("-", "_")
         spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look modules up by name
         with _on_sys_path(script_path):
             try:
                 spec.loader.exec_module(module)

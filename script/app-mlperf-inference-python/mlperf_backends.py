@@ -4,7 +4,6 @@ A backend is loaded once with the model facts, then `predict(batch[N, ...]) -> l
 any N. Backends whose compiled model has a fixed batch size (a TVM library, an ONNX graph with a
 static batch dimension) split the input into chunks and pad the last one; the caller never sees it.
 """
-from __future__ import annotations
 
 import os
 from dataclasses import dataclass
@@ -78,6 +77,7 @@ class OnnxRuntimeBackend:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: graph-cleanup warnings would drown the run's output
         self._sess = ort.InferenceSession(model.onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
         inputs = self._sess.get_inputs()
         self._input = model.input_name or inputs[0].name

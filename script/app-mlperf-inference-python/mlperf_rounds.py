@@ -4,7 +4,6 @@ A run is made for one round. LoadGen 6.0.17 carries today's (v6.1) mlperf.conf b
 are reproduced by loading the built-in conf and then setting that round's seeds on TestSettings
 (for image classification the other resnet50 keys are identical across v3.1 and v6.1).
 """
-from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path

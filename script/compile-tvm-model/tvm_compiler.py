@@ -247,7 +247,7 @@ def set_batch_size(model: Any, input_name: str, batch_size: int) -> tuple[Any, i
     """A copy of the model with a fixed batch: input/output dim 0 set, and Reshape shape constants whose
     first element is the graph's baked batch (e.g. light_resnet50's [1, 2048]) rewritten.
     Returns (model, number of Reshape constants rewritten)."""
-    from onnx import numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     model = copy.deepcopy(model)
     graph = model.graph
@@ -272,6 +272,7 @@ def set_batch_size(model: Any, input_name: str, batch_size: int) -> tuple[Any, i
         return model, rewritten
     inits = {t.name: t for t in graph.initializer}
     constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
+    listed_inputs = {i.name for i in graph.input}
     renamed: dict[str, str] = {}
     for node in graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2:
@@ -295,6 +296,8 @@ def set_batch_size(model: Any, input_name: str, batch_size: int) -> tuple[Any, i
         new[0] = batch_size
         new_name = f"{shape_name}__batch{batch_size}"
         graph.initializer.append(numpy_helper.from_array(new, new_name))
+        if shape_name in listed_inputs:  # old opsets list every initialiser as a graph input too
+            graph.input.append(helper.make_tensor_value_info(new_name, TensorProto.INT64, [int(new.size)]))
         renamed[shape_name] = new_name
         node.input[1] = new_name
         rewritten += 1
@@ -356,7 +359,9 @@ def build(mod: Any, target: Any, pipeline: str = DEFAULT_PIPELINE,
             return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline)
     except Exception as e:  # noqa: BLE001
         raise TVMCompileError(f"TVM failed to compile the model for {target_json(target)} with pipeline "
-                              f"'{pipeline}' ({type(e).__name__}: {str(e).strip()[:500]})") from e
+                              f"'{pipeline}' ({type(e).__name__}: {str(e).strip()[:500]}). Try another --pipeline "
+                              f"({', '.join(p for p in PIPELINES if p != pipeline)}) or --mcpu: TVM 0.27 + LLVM 22 "
+                              f"miscompile the 'fused' pipeline for the baseline x86-64/generic CPUs") from e
 
 
 def export_library(executable: Any, path: str | os.PathLike[str]) -> str:

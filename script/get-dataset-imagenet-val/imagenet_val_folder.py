@@ -36,6 +36,19 @@ def parse_count(value: str | int | None) -> int | None:
     return count
 
 
+def resolve_user_path(path: str) -> Path:
+    """An absolute path for a path the user typed.
+
+    The hooks run in the cache entry's folder, not where `cm` was started: a relative path is taken
+    from the caller's directory (the shell's PWD, which os.chdir does not change).
+    """
+    expanded = Path(os.path.expanduser(path.strip()))
+    if not expanded.is_absolute():
+        caller = os.environ.get("PWD", "")
+        expanded = (Path(caller) if caller and os.path.isdir(caller) else Path.cwd()) / expanded
+    return expanded.resolve()
+
+
 def scan_folder(folder: Path) -> tuple[set[str], list[str]]:
     """All plain file names in the folder, and the sorted ImageNet validation image names among them."""
     if not folder.exists():
@@ -113,11 +126,11 @@ def prepare(imagenet_path: str | None, out_dir: str | os.PathLike, count: int | 
     """
     if not imagenet_path or not str(imagenet_path).strip():
         raise ImagenetValError("pass --imagenet_path=/path/to/ILSVRC2012/val")
-    folder = Path(os.path.expanduser(str(imagenet_path).strip())).resolve()
+    folder = resolve_user_path(str(imagenet_path))
     files, images = scan_folder(folder)
 
     if val_map:
-        map_path = Path(os.path.expanduser(val_map)).resolve()
+        map_path = resolve_user_path(val_map)
         if not map_path.is_file():
             raise ImagenetValError(f"--val_map={map_path} does not exist")
         entries, source = read_val_map(map_path), str(map_path)

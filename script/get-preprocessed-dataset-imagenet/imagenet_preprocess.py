@@ -12,11 +12,16 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 VAL_MAP_NAME = "val_map.txt"
 RECORD_NAME = "preprocessed.json"
@@ -188,7 +193,7 @@ def _work(task: tuple[int, str, str, str, int, int, str]) -> tuple[int, str | No
     try:
         arr = preprocess_image(src, RECIPES[recipe_name], height, width, layout)
         np.save(dst, arr)
-    except Exception as e:  # noqa: BLE001 - reported to the parent with the file name
+    except Exception as e:  # any failure: reported to the parent with the file name
         return index, f"{type(e).__name__}: {e}"
     return index, None
 
@@ -208,6 +213,29 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
+def _run_tasks(tasks: list[tuple], n_workers: int, bar: Any) -> tuple[int, str] | None:
+    """Run the tasks (in n_workers processes when > 1); the first failure as (task index, error), else None."""
+    if n_workers == 1:
+        for task in tasks:
+            index, error = _work(task)
+            if error is not None:
+                return index, error
+            bar.update(1)
+        return None
+    chunk = max(1, min(64, len(tasks) // (n_workers * 4)))
+    executor = ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context())
+    try:
+        for index, error in executor.map(_work, tasks, chunksize=chunk):
+            if error is not None:
+                return index, error
+            bar.update(1)
+    except BrokenProcessPool:
+        raise PreprocessError("a preprocessing process died (out of memory?): rerun, or free memory") from None
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return None
+
+
 def preprocess_dataset(image_dir: str | os.PathLike, val_map: str | os.PathLike, out_dir: str | os.PathLike,
                        recipe_name: str | None, layout: str | None = "NCHW", height: int = 224, width: int = 224,
                        workers: int | None = None, progress: bool = True) -> dict:
@@ -225,40 +253,18 @@ def preprocess_dataset(image_dir: str | os.PathLike, val_map: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
 
     names = [Path(name).stem + ".npy" for name, _ in entries]
-    if len(set(names)) != len(names):
-        seen: set[str] = set()
-        dup = next(n for n in names if n in seen or seen.add(n))
+    duplicates = [name for name, n in Counter(names).items() if n > 1]
+    if duplicates:
+        dup = duplicates[0]
         raise PreprocessError(f"two images in {val_map} map to the same output {dup}: give them distinct names")
     tasks = [(k, str(src_dir / name), str(out / npy), recipe_name, height, width, layout)
-             for k, ((name, _), npy) in enumerate(zip(entries, names))]
-
-    from tqdm import tqdm
+             for k, ((name, _), npy) in enumerate(zip(entries, names, strict=True))]
 
     n_workers = _worker_count(len(tasks), workers)
     bar = tqdm(total=len(tasks), desc=f"Preprocessing ({recipe_name}, {layout} {height}x{width}, "
                f"{n_workers} proc)", unit="img", disable=not progress)
-    failure: tuple[int, str] | None = None
     try:
-        if n_workers == 1:
-            results = map(_work, tasks)
-            pool = None
-        else:
-            chunk = max(1, min(64, len(tasks) // (n_workers * 4)))
-            pool = _pool_context().Pool(n_workers)
-            results = pool.imap_unordered(_work, tasks, chunksize=chunk)
-        try:
-            for index, error in results:
-                if error is not None:
-                    failure = (index, error)
-                    break
-                bar.update(1)
-        finally:
-            if pool is not None:
-                if failure is not None:
-                    pool.terminate()
-                else:
-                    pool.close()
-                pool.join()
+        failure = _run_tasks(tasks, n_workers, bar)
     finally:
         bar.close()
     if failure is not None:
@@ -266,7 +272,8 @@ def preprocess_dataset(image_dir: str | os.PathLike, val_map: str | os.PathLike,
         raise PreprocessError(f"cannot preprocess image {tasks[index][1]}: {error}")
 
     out_map = out / VAL_MAP_NAME
-    out_map.write_text("".join(f"{npy} {label}\n" for npy, (_, label) in zip(names, entries)), encoding="utf-8")
+    lines = [f"{npy} {label}\n" for npy, (_, label) in zip(names, entries, strict=True)]
+    out_map.write_text("".join(lines), encoding="utf-8")
     record = {"recipe": recipe_name, **asdict(recipe), "layout": layout, "height": height, "width": width,
               "dtype": "float32", "size": len(entries), "resize": "pixel-area (OpenCV INTER_AREA equivalent)",
               "crop_percent": CROP_PERCENT, "source_val_map": str(val_map), "source_dir": str(src_dir),

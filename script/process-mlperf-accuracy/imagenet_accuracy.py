@@ -8,7 +8,6 @@ line the submission's log truncation adds).
 
     python imagenet_accuracy.py --results-dir OUT --val-map val_map.txt [--dtype float32]
 """
-from __future__ import annotations
 
 import argparse
 import hashlib

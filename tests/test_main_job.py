@@ -1,0 +1,73 @@
+"""End to end: the main job under the real `cm` CLI, in `_quick` form (slow: compiles with TVM)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, cm_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory):
+    """One CM home and cache for the session, so the model is converted and compiled once."""
+    home = tmp_path_factory.mktemp("cm-home-main")
+    subprocess.run(["cm-register-repo", str(REPO_ROOT)], env=cm_env(home), check=True, capture_output=True)
+    return home
+
+
+def run_app(home: Path, cwd: Path, *args: str) -> dict:
+    r = subprocess.run(["cm", "run", "script", *args, "--out=json"], env=cm_env(home), cwd=cwd,
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr[-4000:]}"
+    result = json.loads(r.stdout)
+    assert result["return"] == 0
+    return result
+
+
+def predictions(accuracy_dir: str) -> dict[int, float]:
+    import numpy as np
+
+    entries = json.loads((Path(accuracy_dir) / "mlperf_log_accuracy.json").read_text())
+    return {e["qsl_idx"]: float(np.frombuffer(bytes.fromhex(e["data"]), dtype=np.float32)[0]) for e in entries}
+
+
+@pytest.fixture(scope="session")
+def tvm_and_ort(session_home, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("runs")
+    tvm = run_app(session_home, cwd, "--tags=run-mlperf,inference,_tvm,_quick")
+    ort = run_app(session_home, cwd, "--tags=run-mlperf,inference,_onnxruntime,_quick")
+    return tvm["new_state"]["mlperf_inference_results"], ort["new_state"]["mlperf_inference_results"], cwd
+
+
+def test_default_tvm_run_writes_mlperf_results(tvm_and_ort):
+    tvm, _, cwd = tvm_and_ort
+    assert tvm["backend"] == "tvm" and tvm["model"] == "efficientnet-lite0" and tvm["scenario"] == "Offline"
+    assert tvm["run_dir"].startswith(str(cwd / "mlperf-results" / "run-"))
+    perf = Path(tvm["performance_dir"])
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "user.conf", "mlperf.conf"):
+        assert (perf / name).is_file(), name
+    assert tvm["performance"]["valid"] is True
+    assert tvm["performance"]["result"] > 0
+    accuracy = Path(tvm["accuracy_dir"]) / "accuracy.txt"
+    lines = accuracy.read_text().splitlines()
+    assert lines[0].startswith("accuracy=") and lines[1].startswith("hash=")
+    assert tvm["accuracy_top1"] >= 50.0  # real photographs with obvious classes
+
+
+def test_tvm_and_onnxruntime_agree_on_every_sample(tvm_and_ort):
+    tvm, ort, _ = tvm_and_ort
+    assert tvm["run_dir"] != ort["run_dir"]  # a new run never overwrites an earlier one
+    assert predictions(tvm["accuracy_dir"]) == predictions(ort["accuracy_dir"])
+    assert tvm["accuracy"] == ort["accuracy"]
+
+
+def test_second_run_hits_every_cache(session_home, tvm_and_ort, tmp_path):
+    result = run_app(session_home, tmp_path, "--tags=run-mlperf,inference,_tvm,_quick", "--mode=accuracy")
+    cached = {s["alias"]: s["cache"] for s in result["steps"] if s["cache"] != "none"}
+    assert cached and set(cached.values()) == {"hit"}, cached
+    assert "compile-tvm-model" in cached
