@@ -33,6 +33,20 @@ def _load_engine_package():
 api = _load_engine_package()
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class CAutomation(Automation):
     """CM's `script` automation (alias script, uid 5b4e0237da074764)."""
 
@@ -42,8 +56,9 @@ class CAutomation(Automation):
     def run(self, i: dict[str, Any]) -> dict[str, Any]:
         """cm run script --tags=<tags,_variations> [--key=value] [--env.K=V] [--adr.name.tags=...] [--new]
         [--dry-run] [-v] [--out=json]"""
-        stream = sys.stderr if i.get("out") == "json" else sys.stdout
-        with contextlib.redirect_stdout(stream):  # keep stdout pure JSON with --out=json
+        if i.get("out") != "json":
+            return api.run(i, repo_paths=self._repo_paths(), cache_root=self.cache_root(), automation=self)
+        with _stdout_to_stderr():  # keep stdout pure JSON with --out=json, child processes included
             return api.run(i, repo_paths=self._repo_paths(), cache_root=self.cache_root(), automation=self)
 
     def search(self, i: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,10 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     env["CM_TVM_MCPU"] = info["mcpu"]
     env["CM_TVM_NUM_THREADS"] = str(info["num_cores"])
     env["CM_TVM_PIPELINE"] = info["pipeline"]
+    outputs = info["outputs"]
+    env["CM_TVM_MODEL_OUTPUTS"] = ",".join(outputs)
+    wanted = env.get("CM_ML_MODEL_OUTPUT_NAME", "")
+    env["CM_TVM_MODEL_OUTPUT_INDEX"] = str(outputs.index(wanted) if wanted in outputs else 0)
     env["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"] = (
         "skipped" if verification.get("skipped") else f"{verification['max_rel_err']:.3e}")
     return {"return": 0}

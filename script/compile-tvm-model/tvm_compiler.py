@@ -655,6 +655,7 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
         "onnx_sha256": model_sha256 or file_sha256(onnx_path),
         "input_name": name,
         "input_shape": shape,
+        "outputs": [o.name for o in fixed.graph.output],  # the VM's `main` returns them in this order
         "batch_size": int(batch_size),
         "library": so_name,
         "target": json.loads(target_json(target)),

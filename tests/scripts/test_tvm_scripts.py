@@ -255,7 +255,7 @@ def compiled_b1(tiny, tvm_compiler, tmp_path_factory) -> dict:
     (data / "val_map.txt").write_text("img0.npy 3\nimg1.npy 5\n")
     run_dir = tmp_path_factory.mktemp("cache-entry")
     env = {"CM_ML_MODEL_FILE_WITH_PATH": str(tiny), "CM_ML_MODEL_NAME": "tiny", "CM_ML_MODEL_INPUT_NAME": "x",
-           "CM_ML_MODEL_INPUT_LAYOUT": "NCHW", "CM_ML_MODEL_IMAGE_HEIGHT": "16", "CM_ML_MODEL_IMAGE_WIDTH": "16",
+           "CM_ML_MODEL_OUTPUT_NAME": "probs", "CM_ML_MODEL_INPUT_LAYOUT": "NCHW", "CM_ML_MODEL_IMAGE_HEIGHT": "16", "CM_ML_MODEL_IMAGE_WIDTH": "16",
            "CM_TVM_BATCH_SIZE": "1", "CM_TVM_NUM_THREADS": "1", "CM_TVM_PIPELINE": "default",
            "CM_DATASET_PREPROCESSED_PATH": str(data)}
     i = _i("compile-tvm-model", env)
@@ -274,6 +274,7 @@ def test_compile_batch1_via_customize(compiled_b1):
     so = Path(env["CM_TVM_MODEL_SO"])
     assert so == run_dir / "model-tiny-b1.so" and so.is_file()
     assert env["CM_TVM_BATCH_SIZE"] == "1"
+    assert (env["CM_TVM_MODEL_OUTPUTS"], env["CM_TVM_MODEL_OUTPUT_INDEX"]) == ("probs", "0")
     target = json.loads(env["CM_TVM_TARGET"])
     assert target["kind"] == "llvm" and target["num-cores"] == 1 and target["mcpu"]
     assert float(env["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
