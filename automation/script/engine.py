@@ -179,6 +179,15 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     try:
         if script.meta.get("cache"):
             result = _run_cached(ctx, prepared, inputs, state, overrides or {}, depth, step)
+        elif ctx.dry_run and script.meta.get("side_effect_free"):
+            # detection scripts only compute env: running them makes the predicted cache keys exact
+            ctx.reporter.dry_run(depth, script.alias, prepared.variations, "no side effects: run to predict")
+            was_silent = ctx.reporter.silent
+            ctx.dry_run, ctx.reporter.silent = False, True
+            try:
+                result = _execute(ctx, prepared, inputs, state, overrides or {}, depth, os.getcwd())
+            finally:
+                ctx.dry_run, ctx.reporter.silent = True, was_silent
         else:
             if ctx.dry_run:
                 ctx.reporter.dry_run(depth, script.alias, prepared.variations, "runs every time")

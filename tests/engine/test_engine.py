@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from cm_script_engine import api
 from cm_script_engine.cache import CacheStore
 
@@ -155,7 +154,9 @@ def test_dry_run_predicts_hits_and_runs_nothing(run, tmp_path, capsys):
     counter = tmp_path / "counter"
     r = ok(run("fx,chain", dry_run=True, env={"FX_COUNTER_FILE": str(counter)}))
     assert not counter.exists()
-    assert "fx-cached  [cache miss: would run]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fx-cached  [cache miss: would run]" in out
+    assert "fx-base  [no side effects: run to predict]" in out
     ok(run("fx,chain", env={"FX_COUNTER_FILE": str(counter)}))
     r = ok(run("fx,chain", print_deps=True, env={"FX_COUNTER_FILE": str(counter)}))
     assert "fx-cached  [cache hit]" in capsys.readouterr().out

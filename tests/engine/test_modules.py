@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cm_script_engine import deps, env, meta, search, variations
 from cm_script_engine.errors import ScriptError
 

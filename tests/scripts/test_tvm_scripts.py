@@ -255,7 +255,8 @@ def compiled_b1(tiny, tvm_compiler, tmp_path_factory) -> dict:
     (data / "val_map.txt").write_text("img0.npy 3\nimg1.npy 5\n")
     run_dir = tmp_path_factory.mktemp("cache-entry")
     env = {"CM_ML_MODEL_FILE_WITH_PATH": str(tiny), "CM_ML_MODEL_NAME": "tiny", "CM_ML_MODEL_INPUT_NAME": "x",
-           "CM_ML_MODEL_OUTPUT_NAME": "probs", "CM_ML_MODEL_INPUT_LAYOUT": "NCHW", "CM_ML_MODEL_IMAGE_HEIGHT": "16", "CM_ML_MODEL_IMAGE_WIDTH": "16",
+           "CM_ML_MODEL_OUTPUT_NAME": "probs", "CM_ML_MODEL_INPUT_LAYOUT": "NCHW",
+           "CM_ML_MODEL_IMAGE_HEIGHT": "16", "CM_ML_MODEL_IMAGE_WIDTH": "16",
            "CM_TVM_BATCH_SIZE": "1", "CM_TVM_NUM_THREADS": "1", "CM_TVM_PIPELINE": "default",
            "CM_DATASET_PREPROCESSED_PATH": str(data)}
     i = _i("compile-tvm-model", env)
