@@ -70,3 +70,28 @@ def test_second_run_hits_every_cache(session_home, tvm_and_ort, tmp_path):
     cached = {s["alias"]: s["cache"] for s in result["steps"] if s["cache"] != "none"}
     assert cached and set(cached.values()) == {"hit"}, cached
     assert "compile-tvm-model" in cached
+
+
+def _light_model(name: str) -> str:
+    import onnx
+
+    return str(Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx")
+
+
+@pytest.mark.parametrize("variation,model", [("_resnet50", "resnet50"), ("_custom", "squeezenet")])
+def test_bring_your_own_model_by_path(session_home, tmp_path, variation, model):
+    """ResNet-50 by --model_path (no download) and any ONNX classifier by path, on the baseline backend."""
+    result = run_app(session_home, tmp_path, f"--tags=run-mlperf,inference,_onnxruntime,{variation},_quick",
+                     f"--model_path={_light_model(model)}", "--mode=accuracy")
+    summary = result["new_state"]["mlperf_inference_results"]
+    assert summary["accuracy"].startswith("accuracy=")  # weights are all 0.02: the figure itself means nothing
+    assert (Path(summary["accuracy_dir"]) / "mlperf_log_accuracy.json").is_file()
+
+
+def test_missing_imagenet_folder_is_a_clear_error(session_home, tmp_path):
+    r = subprocess.run(["cm", "run", "script", "--tags=run-mlperf,inference,_onnxruntime,_quick",
+                        f"--imagenet_path={tmp_path / 'nowhere'}"], env=cm_env(session_home), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "nowhere" in r.stdout + r.stderr
+    assert not (tmp_path / "mlperf-results").exists()

@@ -276,6 +276,8 @@ class SystemUnderTest:
     def _answer(self, samples: list[Any]) -> None:
         try:
             logits = self.backend.predict(self.qsl.batch([s.index for s in samples]))
+            # [N, classes] or [N, classes, 1, 1] (squeezenet-style heads): flatten per sample
+            logits = np.asarray(logits).reshape(len(samples), -1)
             classes = (np.argmax(logits, axis=1) - self.label_offset).astype(np.float32)
         except Exception as exc:  # noqa: BLE001 - LoadGen would wait forever for these samples otherwise
             with self._lock:

@@ -1,0 +1,68 @@
+"""run-mlperf-inference-app's hooks: settings checks, results folders, the results table."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture
+def app(script_module):
+    return script_module("run-mlperf-inference-app")
+
+
+def base_env(tmp_path, **extra):
+    env = {"CM_MLPERF_LOADGEN_SCENARIO": "singlestream", "CM_MLPERF_RUN_MODE": "all", "CM_MLPERF_ROUND": "v6.1",
+           "CM_MLPERF_BACKEND": "tvm", "CM_ML_MODEL_NAME": "efficientnet-lite0",
+           "CM_HOST_CPU_MODEL_NAME": "AMD EPYC 9654 96-Core Processor",
+           "CM_MLPERF_RESULTS_DIR": str(tmp_path / "results")}
+    env.update(extra)
+    return env
+
+
+def test_preprocess_normalises_settings_and_makes_new_run_folders(app, tmp_path):
+    env = base_env(tmp_path)
+    assert app.preprocess({"env": env, "state": {}})["return"] == 0
+    assert env["CM_MLPERF_LOADGEN_SCENARIO"] == "SingleStream" and env["CM_MLPERF_SCENARIO_TAG"] == "singlestream"
+    assert (env["CM_MLPERF_RUN_PERFORMANCE"], env["CM_MLPERF_RUN_ACCURACY"]) == ("yes", "yes")
+    assert env["CM_MLPERF_SYSTEM_NAME"] == "amd-epyc-9654-96-core-processor-tvm"
+    assert env["CM_MLPERF_PERFORMANCE_DIR"] == str(
+        tmp_path / "results" / "run-001" / env["CM_MLPERF_SYSTEM_NAME"] / "efficientnet-lite0" / "SingleStream"
+        / "performance" / "run_1")
+    second = base_env(tmp_path, CM_MLPERF_RUN_MODE="accuracy")
+    app.preprocess({"env": second, "state": {}})
+    assert second["CM_MLPERF_RUN_DIR"].endswith("run-002")  # never overwrites run-001
+    assert (second["CM_MLPERF_RUN_PERFORMANCE"], second["CM_MLPERF_RUN_ACCURACY"]) == ("no", "yes")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("CM_MLPERF_LOADGEN_SCENARIO", "Batch", "unknown scenario 'Batch'"),
+    ("CM_MLPERF_RUN_MODE", "both", "unknown mode 'both'"),
+    ("CM_MLPERF_ROUND", "v4.0", "unknown round 'v4.0'"),
+])
+def test_preprocess_rejects_bad_settings(app, tmp_path, key, value, message):
+    r = app.preprocess({"env": base_env(tmp_path, **{key: value}), "state": {}})
+    assert r["return"] == 1 and message in r["error"]
+    assert not (tmp_path / "results").exists()  # nothing half-made
+
+
+def test_postprocess_reports_table_and_state(app, tmp_path, capsys):
+    env = base_env(tmp_path, CM_MLPERF_LOADGEN_SCENARIO="Offline")
+    app.preprocess({"env": env, "state": {}})
+    perf_dir = tmp_path / env["CM_MLPERF_PERFORMANCE_DIR"]
+    perf_dir.mkdir(parents=True)
+    (perf_dir / "harness_result.json").write_text(json.dumps(
+        {"scenario": "Offline", "result": 12.5, "result_unit": "samples/s", "validity": "VALID", "valid": True,
+         "samples_processed": 100}))
+    acc_dir = tmp_path / env["CM_MLPERF_ACCURACY_DIR"]
+    acc_dir.mkdir(parents=True)
+    (acc_dir / "accuracy.txt").write_text("accuracy=75.000%, good=6, total=8\nhash=abc\n")
+    env["CM_MLPERF_ACCURACY_TOP1"] = "75.0"
+    state: dict = {}
+    assert app.postprocess({"env": env, "state": state})["return"] == 0
+    out = capsys.readouterr().out
+    assert "| samples/s" in out and "12.500" in out and "VALID" in out and "accuracy=75.000%" in out
+    results = state["mlperf_inference_results"]
+    assert results["accuracy_top1"] == 75.0 and results["performance"]["result"] == 12.5
+    summary = json.loads((tmp_path / env["CM_MLPERF_RUN_DIR"] / "mlperf-run-summary.json").read_text())
+    assert summary["env"]["CM_ML_MODEL_NAME"] == "efficientnet-lite0"
