@@ -62,8 +62,18 @@ class _Prepared:
     blocks: list[dict[str, Any]]
     env: dict[str, Any]
     version: str
-    key_env: dict[str, Any]
-    external_env: dict[str, Any]
+    key_patterns: list[str]
+    own_env: dict[str, Any]
+    done_deps: set[int] = field(default_factory=set)  # deps already run (detection deps of cached scripts)
+
+    @property
+    def key_env(self) -> dict[str, Any]:
+        return envlib.select(self.env, self.key_patterns)
+
+    @property
+    def external_env(self) -> dict[str, Any]:
+        """Key env that came from outside the script (what a re-run command must pass)."""
+        return {k: v for k, v in self.key_env.items() if self.own_env.get(k) != v}
 
     def collect(self, key: str) -> list[Any]:
         items: list[Any] = []
@@ -132,11 +142,9 @@ def prepare(ctx: RunContext, script: ScriptMeta, requested_variations: list[str]
         env["CM_VERSION"] = version
     envlib.substitute(env)
 
-    prepared = _Prepared(script, resolved.selected, blocks, env, version, {}, {})
-    key_patterns = list(input_mapping.values()) + prepared.collect("default_env") + prepared.collect("env")
-    key_patterns += prepared.collect("cache_key_env")
-    prepared.key_env = envlib.select(env, key_patterns)
-    prepared.external_env = {k: v for k, v in prepared.key_env.items() if own_env.get(k) != v}
+    prepared = _Prepared(script, resolved.selected, blocks, env, version, [], own_env)
+    prepared.key_patterns = list(input_mapping.values()) + prepared.collect("default_env") + prepared.collect("env")
+    prepared.key_patterns += prepared.collect("cache_key_env")
     return prepared
 
 
@@ -205,6 +213,7 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
 def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state: dict[str, Any],
                 overrides: dict[str, Any], depth: int, step: dict[str, Any]) -> ScriptResult:
     alias = prepared.script.alias
+    _run_detection_deps(ctx, prepared, state, overrides, depth)
     key = cache_key(prepared)
     force_new = ctx.force_new and depth == 0
     if ctx.dry_run:
@@ -257,7 +266,8 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
     def run_deps(list_key: str) -> None:
         for block in prepared.blocks:
             for dep in block.get(list_key) or []:
-                _run_dependency(ctx, dep, env, state, direct_overrides, child_overrides, depth)
+                if id(dep) not in prepared.done_deps:
+                    _run_dependency(ctx, dep, env, state, direct_overrides, child_overrides, depth)
 
     hook_input = {
         "env": env, "state": state, "meta": script.meta, "input": inputs, "os_info": os_info(),
@@ -293,6 +303,24 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
     new_env = envlib.select(env, prepared.collect("new_env_keys"))
     new_state = {k: v for k, v in state.items() if envlib.matches(k, prepared.collect("new_state_keys"))}
     return ScriptResult(new_env, new_state, version)
+
+
+def _run_detection_deps(ctx: RunContext, prepared: _Prepared, state: dict[str, Any], overrides: dict[str, Any],
+                        depth: int) -> None:
+    """Run the `side_effect_free` deps of a cached script first: what they detect (CPU, TVM version)
+    is part of its cache key even when no caller ran them before."""
+    child_overrides = depslib.merge_overrides(prepared.merged("add_deps_recursive"), overrides)
+    direct_overrides = depslib.merge_overrides(
+        prepared.merged("add_deps_recursive"), prepared.merged("add_deps"), overrides)
+    for block in prepared.blocks:
+        for dep in block.get("deps") or []:
+            resolved = depslib.apply_overrides(dep, direct_overrides)
+            if not depslib.should_run(resolved, prepared.env):
+                continue
+            tags, _ = parse_tags(depslib.resolve_tags(resolved, prepared.env))
+            if ctx.index.find_one(tags).meta.get("side_effect_free"):
+                _run_dependency(ctx, dep, prepared.env, state, direct_overrides, child_overrides, depth)
+                prepared.done_deps.add(id(dep))
 
 
 def _run_dependency(ctx: RunContext, dep: dict[str, Any], env: dict[str, Any], state: dict[str, Any],

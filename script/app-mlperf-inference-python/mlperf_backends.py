@@ -23,6 +23,7 @@ class ModelFacts:
     label_offset: int = 0
     tvm_so: str = ""
     tvm_batch_size: int = 0
+    tvm_output_index: int = 0  # which of the library's outputs is CM_ML_MODEL_OUTPUT_NAME
 
 
 class Backend(Protocol):
@@ -114,6 +115,7 @@ class TvmBackend:
         self._vm = None
         self._dev = None
         self._tvm = None
+        self.output_index = 0
 
     def load(self, model: ModelFacts, threads: int, batch_size: int) -> None:
         if threads > 0:
@@ -131,11 +133,12 @@ class TvmBackend:
         lib = tvm.runtime.load_module(model.tvm_so)
         self._vm = relax.VirtualMachine(lib, self._dev)
         self.fixed_batch_size = model.tvm_batch_size
+        self.output_index = model.tvm_output_index
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         out = self._vm["main"](self._tvm.runtime.tensor(batch, self._dev))
         if not hasattr(out, "numpy"):
-            out = out[0]  # a tuple of outputs: the logits come first
+            out = out[self.output_index]  # a tuple of outputs (MLPerf ResNet-50: ArgMax and softmax)
         return _as_logits(out.numpy(), batch.shape[0])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

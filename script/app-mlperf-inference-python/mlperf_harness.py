@@ -126,6 +126,7 @@ def settings_from_env(env: dict[str, str]) -> HarnessSettings:
         label_offset=_num(env, "CM_ML_MODEL_LABEL_OFFSET", int) or 0,
         tvm_so=env.get("CM_TVM_MODEL_SO", ""),
         tvm_batch_size=_num(env, "CM_TVM_BATCH_SIZE", int) or 0,
+        tvm_output_index=_num(env, "CM_TVM_MODEL_OUTPUT_INDEX", int) or 0,
     )
     return HarnessSettings(
         backend=env.get("CM_MLPERF_BACKEND", "") or "onnxruntime",

@@ -40,7 +40,7 @@ def test_chain_flows_env_and_skips_conditional_deps(run):
     assert env["FX_VAR_DERIVED"] == "fp32-onnx"  # <<<VAR>>> substitution
     assert env["FX_LEAF_SIZE"] == "small"
     assert open(env["FX_CACHED_FILE"]).read().strip() == "small hello from base"
-    assert [s["alias"] for s in r["deps"]] == ["fx-variations", "fx-leaf", "fx-cached", "fx-base"]
+    assert [s["alias"] for s in r["deps"]] == ["fx-variations", "fx-leaf", "fx-cached", "fx-leaf", "fx-base"]
     assert "fx-fail" not in [s["alias"] for s in r["deps"]]
 
 
@@ -100,6 +100,15 @@ def test_cache_hit_and_keys(run, tmp_path):
     assert len(CacheStore(str(run.cache)).entries()) == 2
 
 
+def test_side_effect_free_deps_key_the_cache_even_on_a_hit(run):
+    small = ok(run("fx,cached"))
+    big = ok(run("fx,cached", adr={"leaf": {"tags": "_big"}}))
+    assert big["cache_path"] != small["cache_path"]
+    again = ok(run("fx,cached", adr={"leaf": {"tags": "_big"}}))
+    assert again["cache_path"] == big["cache_path"]
+    assert [s["alias"] for s in again["steps"]] == ["fx-cached", "fx-leaf"]  # fx-base (not pure) not resolved
+
+
 def test_editing_a_script_invalidates_its_cache(run, tmp_path):
     import shutil
 
@@ -156,7 +165,7 @@ def test_dry_run_predicts_hits_and_runs_nothing(run, tmp_path, capsys):
     assert not counter.exists()
     out = capsys.readouterr().out
     assert "fx-cached  [cache miss: would run]" in out
-    assert "fx-base  [no side effects: run to predict]" in out
+    assert "fx-leaf _small  [no side effects: run to predict]" in out
     ok(run("fx,chain", env={"FX_COUNTER_FILE": str(counter)}))
     r = ok(run("fx,chain", print_deps=True, env={"FX_COUNTER_FILE": str(counter)}))
     assert "fx-cached  [cache hit]" in capsys.readouterr().out
