@@ -59,5 +59,11 @@ def test_cli_dry_run_show_and_rm_cache(cm_home, tmp_path):
     assert "no cache entries match" in cm(cm_home, "show", "cache", "--tags=fx,cached", cwd=tmp_path).stdout
 
 
+def test_hook_calls_another_script_through_its_automation(cm_home, tmp_path):
+    r = cm(cm_home, "run", "script", "--tags=fx,caller", "--out=json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["new_env"]["FX_CALLER_GOT"] == "nested from base"
+
+
 def test_fixture_repo_is_separate_from_main_repo():
     assert (FIXTURE_REPO / "cmr.yaml").is_file() and FIXTURE_REPO != REPO_ROOT
