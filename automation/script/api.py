@@ -21,6 +21,20 @@ CONTROL_KEYS = {
 }
 
 
+PATH_INPUT_SUFFIXES = ("_path", "_dir", "_file", "_conf", "_database")
+
+
+def absolute_path_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs that name paths are resolved against the caller's directory here, once: hooks of cached
+    scripts run in their cache entry's folder, where a relative path would point elsewhere."""
+    result = dict(inputs)
+    for key, value in inputs.items():
+        if (key.endswith(PATH_INPUT_SUFFIXES) and isinstance(value, str) and value
+                and "://" not in value and not os.path.isabs(value)):
+            result[key] = os.path.abspath(os.path.expanduser(value))
+    return result
+
+
 def cache_root(cm_home: str) -> str:
     """`CM_CACHE_DIR` if set, else `<CM home>/cache` (CM_REPOS moves the home, and so the cache)."""
     return os.path.abspath(os.environ.get("CM_CACHE_DIR") or os.path.join(cm_home, "cache"))
@@ -51,7 +65,7 @@ def run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: A
             force_new=_flag(i, "new"),
             dry_run=dry_run,
         )
-        inputs = {k: v for k, v in i.items() if k not in CONTROL_KEYS}
+        inputs = absolute_path_inputs({k: v for k, v in i.items() if k not in CONTROL_KEYS})
         version_spec = {k: i[k] for k in ("version", "version_min", "version_max") if i.get(k)}
         result = run_script(ctx, tags, variations, artifact=i.get("artifact") or "", inputs=inputs,
                             env=dict(env), overrides=merge_overrides(adr), version_spec=version_spec)

@@ -65,3 +65,13 @@ def test_version_checks():
     deps.check_version("s", "1.10", {"version_min": "1.9"})
     with pytest.raises(ScriptError, match="newer than the allowed maximum"):
         deps.check_version("s", "2.0", {"version_max": "1.9"})
+
+
+def test_path_inputs_become_absolute(tmp_path, monkeypatch):
+    from cm_script_engine.api import absolute_path_inputs
+
+    monkeypatch.chdir(tmp_path)
+    got = absolute_path_inputs({"model_path": "m.onnx", "imagenet_path": "/abs", "model_url": "http://x/y",
+                                "results_dir": "out", "count": "5", "tuning_database": "db"})
+    assert got == {"model_path": str(tmp_path / "m.onnx"), "imagenet_path": "/abs", "model_url": "http://x/y",
+                   "results_dir": str(tmp_path / "out"), "count": "5", "tuning_database": str(tmp_path / "db")}
