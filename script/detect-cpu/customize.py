@@ -8,8 +8,11 @@ import cpu_facts
 
 def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     env = i["env"]
-    # --mcpu maps to CM_HOST_CPU_LLVM_MCPU; a value already in env (user or parent) wins over detection.
-    override = env.get("CM_HOST_CPU_LLVM_MCPU", "") or str(i.get("input", {}).get("mcpu", "") or "")
+    # --mcpu maps to CM_HOST_CPU_LLVM_MCPU; a value already in env (user or parent) wins over detection,
+    # unless an earlier detect-cpu in the same chain derived it from the flags itself.
+    derived_before = env.get("CM_HOST_CPU_LLVM_MCPU_SOURCE") == "isa-flags"
+    override = "" if derived_before else env.get("CM_HOST_CPU_LLVM_MCPU", "")
+    override = override or str(i.get("input", {}).get("mcpu", "") or "")
     facts = cpu_facts.cpu_env(mcpu_override=override)
     env.update(facts)
     print(f"[detect-cpu] {facts['CM_HOST_CPU_MODEL_NAME']} ({facts['CM_HOST_CPU_VENDOR_ID']}): "
