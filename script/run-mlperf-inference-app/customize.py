@@ -9,6 +9,10 @@ from typing import Any
 SCENARIOS = {s.lower(): s for s in ("Offline", "SingleStream", "MultiStream", "Server")}
 RUN_MODES = {"all": ("yes", "yes"), "performance": ("yes", "no"), "accuracy": ("no", "yes")}
 ROUNDS = ("v3.1", "v6.1")
+DIVISIONS = ("open", "closed")
+CLOSED_MODELS = ("resnet50",)  # the reference model of the image-classification task
+# Rounds whose rules require Offline's 24,576-sample minimum in the open division too (today's: closed only).
+OFFLINE_MINIMUM_IN_OPEN = ("v3.1",)
 RUN_SUMMARY = "mlperf-run-summary.json"
 # Facts a submission needs later (system description, measurements JSON): saved with each run.
 RECORDED_ENV = re.compile(r"^CM_(HOST_|ML_MODEL_|TVM_|MLPERF_|DATASET_)")
@@ -47,6 +51,17 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
         return _error(f"unknown mode '{mode}': use --mode=all, --mode=performance or --mode=accuracy")
     if env.get("CM_MLPERF_ROUND") not in ROUNDS:
         return _error(f"unknown round '{env.get('CM_MLPERF_ROUND')}': use --round={' or --round='.join(ROUNDS)}")
+    division = env.get("CM_MLPERF_DIVISION", "open").lower()
+    if division not in DIVISIONS:
+        return _error(f"unknown division '{division}': use --division=open or --division=closed")
+    model = env["CM_ML_MODEL_NAME"]
+    if division == "closed" and model not in CLOSED_MODELS:
+        return _error(f"{model} is not a closed-division model (closed needs ResNet-50 v1.5): use --division=open")
+    env["CM_MLPERF_DIVISION"] = division
+    if (scenario == "Offline" and division == "open" and env["CM_MLPERF_ROUND"] not in OFFLINE_MINIMUM_IN_OPEN
+            and not env.get("CM_MLPERF_LOADGEN_MIN_QUERY_COUNT")):
+        # the open division of this round has no 24,576-sample Offline minimum: the 600 s duration decides
+        env["CM_MLPERF_LOADGEN_MIN_QUERY_COUNT"] = "1"
     env["CM_MLPERF_LOADGEN_SCENARIO"] = scenario
     env["CM_MLPERF_SCENARIO_TAG"] = scenario.lower()
     env["CM_MLPERF_RUN_PERFORMANCE"], env["CM_MLPERF_RUN_ACCURACY"] = RUN_MODES[mode]
@@ -54,7 +69,6 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     backend = env["CM_MLPERF_BACKEND"]
     system = env.get("CM_MLPERF_SYSTEM_NAME") or f"{_slug(env.get('CM_HOST_CPU_MODEL_NAME', 'cpu'))}-{backend}"
     env["CM_MLPERF_SYSTEM_NAME"] = system
-    model = env["CM_ML_MODEL_NAME"]
     run_dir = _new_run_dir(os.path.abspath(env["CM_MLPERF_RESULTS_DIR"]))
     scenario_dir = os.path.join(run_dir, system, model, scenario)
     env["CM_MLPERF_RUN_DIR"] = run_dir
@@ -109,6 +123,7 @@ def postprocess(i: dict[str, Any]) -> dict[str, Any]:
     summary = {
         "backend": env["CM_MLPERF_BACKEND"], "model": env["CM_ML_MODEL_NAME"],
         "scenario": env["CM_MLPERF_LOADGEN_SCENARIO"], "round": env["CM_MLPERF_ROUND"],
+        "division": env["CM_MLPERF_DIVISION"],
         "system": env["CM_MLPERF_SYSTEM_NAME"], "quick": env.get("CM_MLPERF_QUICK_RUN") == "yes",
         "dataset": env.get("CM_DATASET_NAME", ""), "dataset_size": env.get("CM_DATASET_SIZE", ""),
         "performance": perf, "accuracy": accuracy,

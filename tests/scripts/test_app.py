@@ -39,11 +39,25 @@ def test_preprocess_normalises_settings_and_makes_new_run_folders(app, tmp_path)
     ("CM_MLPERF_LOADGEN_SCENARIO", "Batch", "unknown scenario 'Batch'"),
     ("CM_MLPERF_RUN_MODE", "both", "unknown mode 'both'"),
     ("CM_MLPERF_ROUND", "v4.0", "unknown round 'v4.0'"),
+    ("CM_MLPERF_DIVISION", "closed", "efficientnet-lite0 is not a closed-division model"),
+    ("CM_MLPERF_DIVISION", "premier", "unknown division 'premier'"),
 ])
 def test_preprocess_rejects_bad_settings(app, tmp_path, key, value, message):
     r = app.preprocess({"env": base_env(tmp_path, **{key: value}), "state": {}})
     assert r["return"] == 1 and message in r["error"]
     assert not (tmp_path / "results").exists()  # nothing half-made
+
+
+@pytest.mark.parametrize("round_name,division,scenario,expected", [
+    ("v6.1", "open", "Offline", "1"),  # no 24,576-sample minimum in today's open division
+    ("v3.1", "open", "Offline", None),  # v3.1 requires it in both divisions
+    ("v6.1", "open", "SingleStream", None),
+])
+def test_offline_sample_minimum_follows_the_rules(app, tmp_path, round_name, division, scenario, expected):
+    env = base_env(tmp_path, CM_MLPERF_ROUND=round_name, CM_MLPERF_DIVISION=division,
+                   CM_MLPERF_LOADGEN_SCENARIO=scenario)
+    assert app.preprocess({"env": env, "state": {}})["return"] == 0
+    assert env.get("CM_MLPERF_LOADGEN_MIN_QUERY_COUNT") == expected
 
 
 def test_postprocess_reports_table_and_state(app, tmp_path, capsys):
