@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     host = host_facts()
     threads = args.threads or int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts: set before any TVM call
-    tc = load_module("compile-tvm-model", "tvm_compiler")
+    frontend = load_module("compile-tvm-model", "tvm_frontend")
+    runner = load_module("compile-tvm-model", "tvm_run")
+    verify = load_module("compile-tvm-model", "tvm_verify")
+    tc = load_module("compile-tvm-model", "tvm_compile_model")
     import onnxruntime as ort
     import tvm
 
@@ -141,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"skipping unknown model {model_name!r} (choose from {EFFNET}, {', '.join(LIGHT_MODELS)})")
                 continue
-            model = tc.load_onnx(path)
-            input_name = tc.resolve_input_name(model, None)
+            model = frontend.load_onnx(path)
+            input_name = frontend.resolve_input_name(model, None)
             for bs in batches:
-                shape = tc.model_input_shape(model, input_name, bs)
+                shape = frontend.model_input_shape(model, input_name, bs)
                 x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-                fixed, _ = tc.set_batch_size(model, input_name, bs)
-                sess = tc.ort_session(fixed, threads)
+                fixed, _ = frontend.set_batch_size(model, input_name, bs)
+                sess = runner.ort_session(fixed, threads)
                 print(f"{model_name} b{bs}: onnxruntime...", flush=True)
                 ort_s, ort_n, ort_out = time_runs(lambda s=sess, feed={input_name: x}: s.run(None, feed),
                                                   args.warmup, args.iters, args.time_budget)
@@ -155,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 info = tc.compile_model(path, batch_size=bs, mcpu=mcpu, num_cores=threads, input_name=input_name,
                                         pipeline=args.pipeline, out_dir=str(work / f"{model_name}-b{bs}"),
                                         model_name=model_name, verify=False, log=lambda m: None)
-                vm = tc.load_vm(info["so_path"])
+                vm = runner.load_vm(info["so_path"])
                 print(f"{model_name} b{bs}: TVM run (compiled in {info['compile_seconds']:.1f} s)...", flush=True)
-                tvm_s, tvm_n, tvm_out = time_runs(lambda v=vm, xx=x: tc.run_tvm(v, xx), args.warmup, args.iters,
+                tvm_s, tvm_n, tvm_out = time_runs(lambda v=vm, xx=x: runner.run_tvm(v, xx), args.warmup, args.iters,
                                                   args.time_budget)
-                checks = tc.compare_outputs(tvm_out, [np.asarray(a) for a in ort_out],
-                                            [o.name for o in sess.get_outputs()], tc.DEFAULT_RTOL)
+                checks = verify.compare_outputs(tvm_out, [np.asarray(a) for a in ort_out],
+                                                [o.name for o in sess.get_outputs()], verify.DEFAULT_RTOL)
                 rows.append({"model": model_name, "batch": bs, "ort": bs / ort_s, "tvm": bs / tvm_s,
                              "compile": info["compile_seconds"], "rel_err": max(c["max_rel_err"] for c in checks),
                              "iters": f"{ort_n}/{tvm_n}"})

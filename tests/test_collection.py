@@ -1,9 +1,8 @@
 """Every script in the collection loads, validates and is uniquely named; tags reach them."""
 from __future__ import annotations
 
-from conftest import REPO_ROOT
-
 from cm_script_engine.search import ScriptIndex
+from conftest import REPO_ROOT
 
 
 def test_every_script_validates_and_is_unique():

@@ -1,13 +1,17 @@
 """compile-tvm-model: ONNX model (from env) -> TVM Relax VM library for this CPU, checked against onnxruntime.
 
-All the work is in tvm_compiler.py; this file maps env to arguments and results back to env.
+All the work is in the tvm_*.py modules beside it (tvm_compile_model.compile_model runs the whole step); this file
+maps env to arguments and results back to env.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
-import tvm_compiler
+import tvm_build
+import tvm_compile_model
+import tvm_errors
+import tvm_verify
 
 TRUE_WORDS = ("yes", "true", "on", "1")
 
@@ -19,14 +23,14 @@ def _int(env: dict[str, str], key: str, default: int, what: str) -> int:
     try:
         return int(raw)
     except ValueError as e:
-        raise tvm_compiler.TVMCompileError(f"{what} must be an integer, got {key}={raw!r}") from e
+        raise tvm_errors.TVMCompileError(f"{what} must be an integer, got {key}={raw!r}") from e
 
 
 def _settings(env: dict[str, str]) -> dict[str, Any]:
     model = env.get("CM_ML_MODEL_FILE_WITH_PATH", "")
     if not model:
-        raise tvm_compiler.TVMCompileError("no model: CM_ML_MODEL_FILE_WITH_PATH is not set (run a get-ml-model "
-                                           "script first, or pass --env.CM_ML_MODEL_FILE_WITH_PATH=/path/model.onnx)")
+        raise tvm_errors.TVMCompileError("no model: CM_ML_MODEL_FILE_WITH_PATH is not set (run a get-ml-model "
+                                         "script first, or pass --env.CM_ML_MODEL_FILE_WITH_PATH=/path/model.onnx)")
     mcpu = (env.get("CM_TVM_MCPU") or env.get("CM_HOST_CPU_LLVM_MCPU") or "").strip()
     if not mcpu:
         from tvm.target import codegen
@@ -34,9 +38,9 @@ def _settings(env: dict[str, str]) -> dict[str, Any]:
         mcpu = str(codegen.llvm_get_system_cpu())
     cores = _int(env, "CM_HOST_CPU_PHYSICAL_CORES", os.cpu_count() or 1, "CM_HOST_CPU_PHYSICAL_CORES")
     try:
-        rtol = float(env.get("CM_TVM_VERIFY_RTOL", "") or tvm_compiler.DEFAULT_RTOL)
+        rtol = float(env.get("CM_TVM_VERIFY_RTOL", "") or tvm_verify.DEFAULT_RTOL)
     except ValueError as e:
-        raise tvm_compiler.TVMCompileError(f"--verify_rtol must be a number, got {env['CM_TVM_VERIFY_RTOL']!r}") from e
+        raise tvm_errors.TVMCompileError(f"--verify_rtol must be a number, got {env['CM_TVM_VERIFY_RTOL']!r}") from e
     return {
         "onnx_path": model,
         "model_name": env.get("CM_ML_MODEL_NAME", "") or os.path.splitext(os.path.basename(model))[0],
@@ -47,7 +51,7 @@ def _settings(env: dict[str, str]) -> dict[str, Any]:
         "batch_size": _int(env, "CM_TVM_BATCH_SIZE", 1, "--batch_size"),
         "mcpu": mcpu,
         "num_cores": _int(env, "CM_TVM_NUM_THREADS", cores, "--threads"),
-        "pipeline": env.get("CM_TVM_PIPELINE", "") or tvm_compiler.DEFAULT_PIPELINE,
+        "pipeline": env.get("CM_TVM_PIPELINE", "") or tvm_build.DEFAULT_PIPELINE,
         "verify": str(env.get("CM_TVM_VERIFY", "yes")).strip().lower() in TRUE_WORDS,
         "rtol": rtol,
         "preprocessed_path": env.get("CM_DATASET_PREPROCESSED_PATH", "") or None,
@@ -61,8 +65,8 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     env = i["env"]
     try:
         settings = _settings(env)
-        info = tvm_compiler.compile_model(out_dir=os.getcwd(), **settings)
-    except tvm_compiler.TVMCompileError as e:
+        info = tvm_compile_model.compile_model(out_dir=os.getcwd(), **settings)
+    except tvm_errors.TVMCompileError as e:
         return {"return": 1, "error": str(e)}
     verification = info["verification"]
     env["CM_TVM_MODEL_SO"] = info["so_path"]

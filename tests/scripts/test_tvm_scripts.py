@@ -222,13 +222,27 @@ def make_tiny_onnx(path: Path, seed: int = 1, batch: int = 1) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tvm_compiler():
+def _tvm_module(module: str):
     pytest.importorskip("tvm")
     pytest.importorskip("onnxruntime")
     from tests.conftest import load_script_module
 
-    return load_script_module("compile-tvm-model", "tvm_compiler")
+    return load_script_module("compile-tvm-model", module)
+
+
+@pytest.fixture(scope="module")
+def tvm_compile_model():
+    return _tvm_module("tvm_compile_model")
+
+
+@pytest.fixture(scope="module")
+def tvm_frontend():
+    return _tvm_module("tvm_frontend")
+
+
+@pytest.fixture(scope="module")
+def tvm_verify():
+    return _tvm_module("tvm_verify")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +257,7 @@ def host_mcpu(cpu_facts) -> str:
 
 
 @pytest.fixture(scope="module")
-def compiled_b1(tiny, tvm_compiler, tmp_path_factory) -> dict:
+def compiled_b1(tiny, tvm_compile_model, tmp_path_factory) -> dict:
     """compile-tvm-model's preprocess run as the engine would: env in, files in cwd, env out."""
     from tests.conftest import load_script_module
 
@@ -287,39 +301,39 @@ def test_compile_batch1_via_customize(compiled_b1):
     assert str(run_dir) not in (run_dir / "compile-info.json").read_text()  # no absolute paths in the file
 
 
-def test_compile_batch4_rewrites_reshape(tiny, tvm_compiler, host_mcpu, tmp_path):
+def test_compile_batch4_rewrites_reshape(tiny, tvm_frontend, tvm_compile_model, host_mcpu, tmp_path):
     import onnx
 
-    fixed, rewritten = tvm_compiler.set_batch_size(onnx.load(str(tiny)), "x", 4)
+    fixed, rewritten = tvm_frontend.set_batch_size(onnx.load(str(tiny)), "x", 4)
     assert rewritten == 1
     mcpu = host_mcpu  # (x86-64 + 'fused' hits a TVM 0.27/LLVM 22 miscompile at batch 4)
-    info = tvm_compiler.compile_model(tiny, batch_size=4, mcpu=mcpu, num_cores=1, input_name="x",
-                                      pipeline="fused", out_dir=str(tmp_path), model_name="tiny")
+    info = tvm_compile_model.compile_model(tiny, batch_size=4, mcpu=mcpu, num_cores=1, input_name="x",
+                                           pipeline="fused", out_dir=str(tmp_path), model_name="tiny")
     assert Path(info["so_path"]).name == "model-tiny-b4.so"
     assert info["input_shape"] == [4, 3, 16, 16] and info["reshape_constants_rewritten"] == 1
     assert info["verification"]["passed"] and info["verification"]["max_rel_err"] < 1e-4
 
 
-def test_verify_detects_a_different_model(compiled_b1, tvm_compiler, tmp_path):
+def test_verify_detects_a_different_model(compiled_b1, tvm_verify, tmp_path):
     other = make_tiny_onnx(tmp_path / "other.onnx", seed=2)
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    with pytest.raises(tvm_compiler.TVMVerificationError, match="max relative error .* > tolerance") as exc:
-        tvm_compiler.verify_against_onnxruntime(compiled_b1["env"]["CM_TVM_MODEL_SO"], other, {"random": x})
+    with pytest.raises(tvm_verify.TVMVerificationError, match="max relative error .* > tolerance") as exc:
+        tvm_verify.verify_against_onnxruntime(compiled_b1["env"]["CM_TVM_MODEL_SO"], other, {"random": x})
     assert exc.value.report["passed"] is False and exc.value.report["max_rel_err"] > 1e-3
 
 
-def test_compare_outputs_metric(tvm_compiler):
+def test_compare_outputs_metric(tvm_verify):
     flat = np.full((2, 1000), 1e-3, np.float32)
     tie = flat.copy()
     tie[:, 5] += 1e-9  # a tie broken differently: not a decisive argmax mismatch
-    (res,) = tvm_compiler.compare_outputs([tie], [flat], ["softmax"], 1e-3)
+    (res,) = tvm_verify.compare_outputs([tie], [flat], ["softmax"], 1e-3)
     assert res["ok"] and res["argmax_mismatches"] == 2 and res["decisive_argmax_mismatches"] == 0
     huge = np.random.default_rng(0).standard_normal((2, 10)) * 1e9  # huge activations: scale-free metric
-    (res,) = tvm_compiler.compare_outputs([huge * (1 + 1e-6)], [huge], ["logits"], 1e-3)
+    (res,) = tvm_verify.compare_outputs([huge * (1 + 1e-6)], [huge], ["logits"], 1e-3)
     assert res["ok"] and res["max_rel_err"] < 1e-5
     swapped = huge.copy()
     swapped[0, [0, 1]] = swapped[0, [1, 0]]
-    (res,) = tvm_compiler.compare_outputs([swapped], [huge], ["logits"], 1e-3)
+    (res,) = tvm_verify.compare_outputs([swapped], [huge], ["logits"], 1e-3)
     assert not res["ok"] and "max relative error" in res["problem"]
 
 
@@ -334,10 +348,10 @@ def test_bad_mcpu_is_a_clear_error(tiny, script_module, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.so"))
 
 
-def test_mcpu_beyond_this_cpu_is_refused(tiny, tvm_compiler, tmp_path):
-    with pytest.raises(tvm_compiler.TVMCompileError, match="illegal instruction"):
-        tvm_compiler.compile_model(tiny, batch_size=1, mcpu="sapphirerapids", num_cores=1, out_dir=str(tmp_path),
-                                   host_flags=["sse2", "avx", "avx2", "fma"])
+def test_mcpu_beyond_this_cpu_is_refused(tiny, tvm_compile_model, tmp_path):
+    with pytest.raises(tvm_compile_model.TVMCompileError, match="illegal instruction"):
+        tvm_compile_model.compile_model(tiny, batch_size=1, mcpu="sapphirerapids", num_cores=1,
+                                        out_dir=str(tmp_path), host_flags=["sse2", "avx", "avx2", "fma"])
 
 
 def test_corrupt_onnx_is_a_clear_error(script_module, tmp_path, monkeypatch):
@@ -353,9 +367,9 @@ def test_corrupt_onnx_is_a_clear_error(script_module, tmp_path, monkeypatch):
     assert r["return"] == 1 and "CM_ML_MODEL_FILE_WITH_PATH" in r["error"]
 
 
-def test_unknown_pipeline_and_batch(tiny, tvm_compiler, tmp_path):
-    with pytest.raises(tvm_compiler.TVMCompileError, match="unknown TVM pipeline 'turbo'"):
-        tvm_compiler.compile_model(tiny, batch_size=1, mcpu="x86-64", num_cores=1, pipeline="turbo",
-                                   out_dir=str(tmp_path), verify=False)
-    with pytest.raises(tvm_compiler.TVMCompileError, match="batch size"):
-        tvm_compiler.compile_model(tiny, batch_size=0, mcpu="x86-64", num_cores=1, out_dir=str(tmp_path))
+def test_unknown_pipeline_and_batch(tiny, tvm_compile_model, tmp_path):
+    with pytest.raises(tvm_compile_model.TVMCompileError, match="unknown TVM pipeline 'turbo'"):
+        tvm_compile_model.compile_model(tiny, batch_size=1, mcpu="x86-64", num_cores=1, pipeline="turbo",
+                                        out_dir=str(tmp_path), verify=False)
+    with pytest.raises(tvm_compile_model.TVMCompileError, match="batch size"):
+        tvm_compile_model.compile_model(tiny, batch_size=0, mcpu="x86-64", num_cores=1, out_dir=str(tmp_path))

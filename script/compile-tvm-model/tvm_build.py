@@ -1,0 +1,79 @@
+"""compile-tvm-model's build: the Relax pipelines (optionally applying a MetaSchedule JSON database), the
+compile itself, and the atomic export of the shared library.
+
+    ex = build(mod, target, pipeline, database_dir)   # database_dir: a MetaSchedule JSON database to apply
+    export_library(ex, "model.so")
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tvm_errors import TVMCompileError
+from tvm_target import target_json
+
+DEFAULT_PIPELINE = "default"
+# name -> what it does (see make_pipeline)
+PIPELINES: dict[str, str] = {
+    "default": "tvm.compile's default Relax pipeline: legalise ops to TIR, no fusion (TVM's own default on CPU)",
+    "default_build": "same as default",
+    "fused": "DecomposeOpsForInference + relax.get_default_pipeline(target): legalise, then fuse ops",
+}
+
+
+def make_pipeline(name: str, target: Any, database_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The Relax pipeline for `name` (see PIPELINES). With `database_dir` (a MetaSchedule JSON database:
+    database_workload.json + database_tuning_record.json) the tuned schedules are applied after fusion,
+    whatever the name: tuning records are keyed by the fused TIR functions."""
+    import tvm
+    from tvm import relax
+
+    if name not in PIPELINES:
+        raise TVMCompileError(f"unknown TVM pipeline '{name}': choose one of {', '.join(PIPELINES)} (--pipeline)")
+    if database_dir is not None:
+        db = Path(database_dir)
+        if not (db / "database_workload.json").is_file() or not (db / "database_tuning_record.json").is_file():
+            raise TVMCompileError(f"{db} is not a MetaSchedule JSON database (needs database_workload.json and "
+                                  f"database_tuning_record.json)")
+        # static_shape_tuning's steps with zero trials: legalise + fuse, apply the records, then lower.
+        with target:  # MetaScheduleApplyDatabase reads the target from the context when it is created
+            passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+                      relax.pipeline.zero_pipeline(),
+                      relax.transform.MetaScheduleApplyDatabase(work_dir=str(db), enable_warning=False),
+                      relax.pipeline.default_build_pipeline()]
+        return tvm.transform.Sequential(passes, name="tuned")
+    if name == "fused":
+        return tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                         relax.get_default_pipeline(target)], name="fused")
+    return "default"
+
+
+def build(mod: Any, target: Any, pipeline: str = DEFAULT_PIPELINE,
+          database_dir: str | os.PathLike[str] | None = None) -> Any:
+    """Compile a Relax IRModule for the target; returns a tvm Executable."""
+    import tvm
+
+    relax_pipeline = make_pipeline(pipeline, target, database_dir)
+    try:
+        with target, tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline)
+    except Exception as e:  # noqa: BLE001
+        raise TVMCompileError(f"TVM failed to compile the model for {target_json(target)} with pipeline "
+                              f"'{pipeline}' ({type(e).__name__}: {str(e).strip()[:500]}). Try another --pipeline "
+                              f"({', '.join(p for p in PIPELINES if p != pipeline)}) or --mcpu: TVM 0.27 + LLVM 22 "
+                              f"miscompile the 'fused' pipeline for the baseline x86-64/generic CPUs") from e
+
+
+def export_library(executable: Any, path: str | os.PathLike[str]) -> str:
+    """Write the executable as a shared library (atomically); returns its absolute path."""
+    path = Path(path).resolve()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.so")
+    try:
+        executable.export_library(str(tmp))
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise TVMCompileError(f"exporting {path.name} failed ({type(e).__name__}: {e}); TVM needs a C compiler "
+                              f"(g++/cc on PATH) to link the library") from e
+    return str(path)

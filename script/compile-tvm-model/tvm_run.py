@@ -1,0 +1,53 @@
+"""compile-tvm-model's runners: a compiled library in a Relax VirtualMachine, and onnxruntime as the reference."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tvm_errors import TVMCompileError
+
+
+def load_vm(so_path: str | os.PathLike[str]) -> Any:
+    """Load a compiled library into a Relax VirtualMachine on the CPU."""
+    import tvm
+    from tvm import relax
+
+    if not Path(so_path).is_file():
+        raise TVMCompileError(f"compiled TVM library not found: {so_path}")
+    try:
+        lib = tvm.runtime.load_module(str(so_path))
+        return relax.VirtualMachine(lib, tvm.cpu())
+    except Exception as e:  # noqa: BLE001
+        raise TVMCompileError(f"cannot load {so_path} as a TVM Relax library ({type(e).__name__}: {e}); "
+                              f"recompile it with this TVM") from e
+
+
+def _flatten(out: Any) -> list[np.ndarray]:
+    if hasattr(out, "numpy"):
+        return [np.asarray(out.numpy())]
+    if isinstance(out, (list, tuple)) or hasattr(out, "__len__"):
+        flat: list[np.ndarray] = []
+        for item in out:
+            flat.extend(_flatten(item))
+        return flat
+    return [np.asarray(out)]
+
+
+def run_tvm(vm: Any, x: np.ndarray) -> list[np.ndarray]:
+    """Run the VM's `main` on one input batch; every output as a numpy array."""
+    import tvm
+
+    return _flatten(vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32))))
+
+
+def ort_session(model: Any, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for an in-memory ModelProto."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # hide "Removing initializer" warnings of old-opset graphs
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
