@@ -5,12 +5,13 @@ import os
 from typing import Any
 
 import mlperf_harness
+import mlperf_settings
 
 
 def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     env = i["env"]
     try:
-        settings = mlperf_harness.settings_from_env(env).normalised()
+        settings = mlperf_settings.settings_from_env(env).normalised()
     except ValueError as exc:
         return {"return": 1, "error": str(exc)}
     if settings.backend == "onnxruntime" and not settings.model.onnx_path:

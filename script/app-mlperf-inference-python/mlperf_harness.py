@@ -7,453 +7,35 @@ Use `run_benchmark(settings)` from Python (it runs LoadGen in a child process, s
 
 Why a child process: LoadGen counts `TestSettings.FromConfig` calls per process, and from the second one
 on logs the error "Multiple conf files are used", which reviewers reject. One run = one process.
+
+The pieces: mlperf_settings (HarnessSettings, env, user.conf), mlperf_sut (QSL, SUT, warm-up),
+mlperf_logs (LoadGen log parsing), mlperf_backends, mlperf_rounds; this module runs them.
 """
 
 import argparse
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlperf_backends
 import mlperf_rounds
-import numpy as np
+from mlperf_logs import accuracy_log_indices, format_summary, parse_logs
+from mlperf_settings import MODES, HarnessSettings, build_user_conf, settings_from_env
+from mlperf_sut import SampleLibrary, SystemUnderTest, list_samples, measure
 
 RESULT_FILE = "harness_result.json"
 SETTINGS_FILE = "harness_settings.json"
-MODEL_KEY = "resnet50"  # LoadGen's key for image classification (EfficientNet in open division too)
-
-_SCENARIO_NAMES = {s.lower(): s for s in mlperf_rounds.SCENARIOS}
-_MODES = ("performance", "accuracy")
 # Offline: target_qps is raised by this factor so the single query lasts past min_duration even when
 # the measured warm-up throughput underestimates the steady state (LoadGen sizes the query as
 # target_qps x min_duration x 1.1; a query that ends early makes the run INVALID).
 OFFLINE_QPS_HEADROOM = 1.1
 # Server: start below the measured throughput so queues (and the latency tail) stay bounded.
 SERVER_QPS_FRACTION = 0.75
-
-
-@dataclass
-class HarnessSettings:
-    """Everything one LoadGen run needs. Optional numbers left as None fall back to mlperf.conf."""
-
-    backend: str = "onnxruntime"
-    scenario: str = "Offline"
-    mode: str = "performance"
-    model: mlperf_backends.ModelFacts = field(default_factory=mlperf_backends.ModelFacts)
-    dataset_path: str = ""
-    output_dir: str = ""
-    count: int = 0  # QSL size: first `count` samples of the dataset (0: all)
-    target_qps: float | None = None
-    target_latency_ms: float | None = None
-    min_duration_ms: int | None = None
-    min_query_count: int | None = None
-    performance_sample_count: int | None = None
-    threads: int = 0  # 0: all cores
-    batch_size: int = 0  # 0: automatic (the compiled batch for fixed-batch models)
-    workers: int = 1  # SUT worker threads (Offline/Server)
-    round: str = mlperf_rounds.DEFAULT_ROUND
-    user_conf: str = ""  # a user.conf to start from; our computed lines are appended after it
-    model_key: str = MODEL_KEY
-    progress: bool = True
-
-    def normalised(self) -> "HarnessSettings":
-        """Return a copy with canonical names, checked values and resolved paths."""
-        s = HarnessSettings(**{**asdict(self), "model": mlperf_backends.ModelFacts(**asdict(self.model))})
-        scen = _SCENARIO_NAMES.get(str(s.scenario).strip().lower())
-        if scen is None:
-            raise ValueError(f"unknown scenario '{s.scenario}': use one of {', '.join(mlperf_rounds.SCENARIOS)}")
-        s.scenario = scen
-        s.mode = str(s.mode).strip().lower()
-        if s.mode in ("accuracyonly", "accuracy-only"):
-            s.mode = "accuracy"
-        if s.mode in ("performanceonly", "performance-only"):
-            s.mode = "performance"
-        if s.mode not in _MODES:
-            raise ValueError(f"unknown mode '{self.mode}': use performance or accuracy")
-        s.backend = str(s.backend).strip().lower()
-        if s.backend not in mlperf_backends.BACKENDS:
-            raise ValueError(f"unknown backend '{self.backend}': use one of {', '.join(mlperf_backends.BACKENDS)}")
-        s.round = mlperf_rounds.get_round(s.round).name
-        if not s.dataset_path:
-            raise ValueError("no preprocessed dataset: set CM_DATASET_PREPROCESSED_PATH (or --dataset-path)")
-        s.dataset_path = os.path.abspath(s.dataset_path)
-        if not s.output_dir:
-            s.output_dir = os.path.join(os.getcwd(), "mlperf_output", f"{s.backend}-{s.scenario.lower()}-{s.mode}")
-        s.output_dir = os.path.abspath(s.output_dir)
-        for name in ("count", "threads", "batch_size", "workers"):
-            if getattr(s, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(s, name)}")
-        s.workers = max(1, s.workers)
-        if s.threads == 0:
-            s.threads = os.cpu_count() or 1
-        return s
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HarnessSettings":
-        d = dict(d)
-        d["model"] = mlperf_backends.ModelFacts(**d.get("model", {}))
-        return cls(**d)
-
-
-def _num(env: dict[str, str], key: str, kind: type = float) -> Any:
-    val = str(env.get(key, "")).strip()
-    if val == "":
-        return None
-    try:
-        return kind(float(val)) if kind is int else kind(val)
-    except ValueError as exc:
-        raise ValueError(f"{key}='{val}' is not a number") from exc
-
-
-def settings_from_env(env: dict[str, str]) -> HarnessSettings:
-    """Build settings from the CM env (keys in docs/script-contract.md and docs/scripts/harness.md)."""
-    model = mlperf_backends.ModelFacts(
-        name=env.get("CM_ML_MODEL_NAME", "") or "model",
-        onnx_path=env.get("CM_ML_MODEL_FILE_WITH_PATH", ""),
-        input_name=env.get("CM_ML_MODEL_INPUT_NAME", ""),
-        output_name=env.get("CM_ML_MODEL_OUTPUT_NAME", ""),
-        label_offset=_num(env, "CM_ML_MODEL_LABEL_OFFSET", int) or 0,
-        tvm_so=env.get("CM_TVM_MODEL_SO", ""),
-        tvm_batch_size=_num(env, "CM_TVM_BATCH_SIZE", int) or 0,
-        tvm_output_index=_num(env, "CM_TVM_MODEL_OUTPUT_INDEX", int) or 0,
-    )
-    return HarnessSettings(
-        backend=env.get("CM_MLPERF_BACKEND", "") or "onnxruntime",
-        scenario=env.get("CM_MLPERF_LOADGEN_SCENARIO", "") or "Offline",
-        mode=env.get("CM_MLPERF_LOADGEN_MODE", "") or "performance",
-        model=model,
-        dataset_path=env.get("CM_DATASET_PREPROCESSED_PATH", ""),
-        output_dir=env.get("CM_MLPERF_OUTPUT_DIR", ""),
-        count=_num(env, "CM_MLPERF_LOADGEN_COUNT", int) or 0,
-        target_qps=_num(env, "CM_MLPERF_LOADGEN_TARGET_QPS"),
-        target_latency_ms=_num(env, "CM_MLPERF_LOADGEN_TARGET_LATENCY"),
-        min_duration_ms=_num(env, "CM_MLPERF_LOADGEN_MIN_DURATION", int),
-        min_query_count=_num(env, "CM_MLPERF_LOADGEN_MIN_QUERY_COUNT", int),
-        performance_sample_count=_num(env, "CM_MLPERF_LOADGEN_PERFORMANCE_SAMPLE_COUNT", int),
-        threads=_num(env, "CM_MLPERF_NUM_THREADS", int) or _num(env, "CM_HOST_CPU_TOTAL_CORES", int) or 0,
-        batch_size=_num(env, "CM_MLPERF_LOADGEN_BATCH_SIZE", int) or 0,
-        workers=_num(env, "CM_MLPERF_SUT_WORKERS", int) or 1,
-        round=env.get("CM_MLPERF_ROUND", "") or mlperf_rounds.DEFAULT_ROUND,
-        user_conf=env.get("CM_MLPERF_USER_CONF", ""),
-        progress=str(env.get("CM_MLPERF_PROGRESS", "yes")).lower() not in ("no", "0", "false", "off"),
-    )
-
-
-# ---------------------------------------------------------------------------------------------- dataset
-
-
-def list_samples(dataset_path: str, count: int = 0) -> list[str]:
-    """The QSL's sample files in QSL order: val_map.txt's first column, else the sorted .npy files."""
-    root = Path(dataset_path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"preprocessed dataset folder not found: {dataset_path}")
-    val_map = root / "val_map.txt"
-    if val_map.is_file():
-        names = [ln.split()[0] for ln in val_map.read_text().splitlines() if ln.strip()]
-    else:
-        names = sorted(p.name for p in root.glob("*.npy"))
-    if count and count < len(names):
-        names = names[:count]
-    paths = [str(root / n) for n in names]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} sample file(s) listed for {dataset_path} are missing, "
-                                f"e.g. {missing[0]}")
-    if not paths:
-        raise ValueError(f"no samples in {dataset_path} (expected .npy files and a val_map.txt)")
-    return paths
-
-
-class SampleLibrary:
-    """LoadGen's query sample library over a folder of preprocessed .npy tensors (one per image)."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self._cache: dict[int, np.ndarray] = {}
-
-    @property
-    def size(self) -> int:
-        return len(self.paths)
-
-    def load(self, indices: list[int]) -> None:
-        for i in indices:
-            if i not in self._cache:
-                self._cache[i] = np.load(self.paths[i])
-
-    def unload(self, indices: list[int]) -> None:
-        for i in indices:
-            self._cache.pop(i, None)
-
-    def batch(self, indices: list[int]) -> np.ndarray:
-        return np.stack([self._cache[i] for i in indices])
-
-    @property
-    def loaded(self) -> int:
-        return len(self._cache)
-
-
-# --------------------------------------------------------------------------------------------------- SUT
-
-
-class SystemUnderTest:
-    """Answers LoadGen queries with one float32 class index per sample (argmax - label offset).
-
-    SingleStream/MultiStream queries are answered inside the issue callback (one query in flight at a
-    time; no thread hand-off on the latency path). Offline's single big query is cut into batches and
-    Server's queries are queued; worker threads drain the queue, Server workers coalescing waiting
-    queries up to the batch size.
-    """
-
-    def __init__(self, lg: Any, backend: Any, qsl: SampleLibrary, scenario: str, batch_size: int,
-                 label_offset: int, workers: int = 1, progress: Any = None) -> None:
-        self.lg = lg
-        self.backend = backend
-        self.qsl = qsl
-        self.scenario = scenario
-        self.batch_size = max(1, batch_size)
-        self.label_offset = label_offset
-        self.samples_done = 0
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._progress = progress
-        self._queue: queue.Queue = queue.Queue()
-        self._workers: list[threading.Thread] = []
-        if scenario in ("Offline", "Server"):
-            for n in range(max(1, workers)):
-                t = threading.Thread(target=self._worker, name=f"sut-worker-{n}", daemon=True)
-                t.start()
-                self._workers.append(t)
-
-    # LoadGen callbacks
-    def issue_queries(self, query_samples: list[Any]) -> None:
-        if self.scenario in ("SingleStream", "MultiStream"):
-            self._answer(list(query_samples))
-        elif self.scenario == "Offline":
-            samples = list(query_samples)
-            for start in range(0, len(samples), self.batch_size):
-                self._queue.put(samples[start:start + self.batch_size])
-        else:
-            self._queue.put(list(query_samples))
-
-    def flush_queries(self) -> None:
-        pass  # nothing is held back: every queued sample is answered as soon as a worker is free
-
-    def stop(self) -> None:
-        for _ in self._workers:
-            self._queue.put(None)
-        for t in self._workers:
-            t.join()
-
-    def _worker(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            samples = item
-            if self.scenario == "Server":
-                # Dynamic batching: take whatever else is already waiting, up to the batch size.
-                while len(samples) < self.batch_size:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self._queue.put(None)
-                        break
-                    samples = samples + more
-            self._answer(samples)
-
-    def _answer(self, samples: list[Any]) -> None:
-        try:
-            logits = self.backend.predict(self.qsl.batch([s.index for s in samples]))
-            # [N, classes] or [N, classes, 1, 1] (squeezenet-style heads): flatten per sample
-            logits = np.asarray(logits).reshape(len(samples), -1)
-            classes = (np.argmax(logits, axis=1) - self.label_offset).astype(np.float32)
-        except Exception as exc:  # noqa: BLE001 - LoadGen would wait forever for these samples otherwise
-            with self._lock:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-            classes = np.full(len(samples), -1.0, dtype=np.float32)
-        classes = np.ascontiguousarray(classes)
-        base = classes.ctypes.data
-        responses = [self.lg.QuerySampleResponse(s.id, base + 4 * k, 4) for k, s in enumerate(samples)]
-        # `classes` stays referenced until this call returns: LoadGen copies the bytes it logs inside it.
-        self.lg.QuerySamplesComplete(responses)
-        with self._lock:
-            self.samples_done += len(samples)
-            if self._progress is not None:
-                self._progress.update(len(samples))
-
-
-# ------------------------------------------------------------------------------------ warm-up measurement
-
-
-def measure(backend: Any, qsl: SampleLibrary, per_call: int, budget_s: float = 1.0,
-            min_calls: int = 3, max_calls: int = 200) -> dict[str, float]:
-    """Time `predict` on `per_call` samples at a time, after one untimed call.
-
-    Returns samples/s and the median call latency (ms). Used to pick target_qps / target_latency
-    when the user gave none, as submitters do before a run.
-    """
-    idx = [i % qsl.size for i in range(per_call)]
-    qsl.load(sorted(set(idx)))
-    try:
-        np.argmax(backend.predict(qsl.batch(idx)), axis=1)
-        times = []
-        start = time.perf_counter()
-        while len(times) < max_calls and (len(times) < min_calls or time.perf_counter() - start < budget_s):
-            t0 = time.perf_counter()
-            # Same work as the SUT does per batch: gather, infer, argmax.
-            np.argmax(backend.predict(qsl.batch(idx)), axis=1)
-            times.append(time.perf_counter() - t0)
-        total = sum(times)
-    finally:
-        qsl.unload(sorted(set(idx)))
-    return {
-        "samples_per_second": per_call * len(times) / total if total > 0 else float("inf"),
-        "latency_ms": float(np.median(times)) * 1000.0,
-        "calls": len(times),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- configs
-
-
-def build_user_conf(s: HarnessSettings, performance_sample_count: int, base_text: str = "") -> str:
-    """user.conf for this run: the user's file (if any), then our settings for model.scenario (these win)."""
-    p = f"{s.model_key}.{s.scenario}."
-    lines = []
-    if base_text.strip():
-        lines += ["# --- from the user's user.conf ---", base_text.rstrip(), "# --- set by the harness ---"]
-    if s.target_qps and s.scenario in ("Offline", "Server"):
-        lines.append(f"{p}target_qps = {s.target_qps:.6g}")
-    if s.target_latency_ms and s.scenario in ("SingleStream", "MultiStream", "Server"):
-        # LoadGen reads target_latency as whole milliseconds.
-        lines.append(f"{p}target_latency = {max(1, int(round(s.target_latency_ms)))}")
-    if s.min_duration_ms is not None:
-        lines.append(f"{p}min_duration = {int(s.min_duration_ms)}")
-    if s.min_query_count is not None:
-        lines.append(f"{p}min_query_count = {int(s.min_query_count)}")
-    lines.append(f"{p}performance_sample_count_override = {performance_sample_count}")
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------------ log parsing
-
-
-def parse_detail_log(path: str | Path) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Read mlperf_log_detail.txt: (last value per key, error messages, warning messages)."""
-    values: dict[str, Any] = {}
-    errors: list[str] = []
-    warnings: list[str] = []
-    for line in Path(path).read_text(errors="replace").splitlines():
-        if not line.startswith(":::MLLOG"):
-            continue
-        try:
-            rec = json.loads(line[len(":::MLLOG"):])
-        except json.JSONDecodeError:
-            continue
-        key, val = rec.get("key"), rec.get("value")
-        values[key] = val
-        meta = rec.get("metadata") or {}
-        if meta.get("is_error"):
-            errors.append(f"{key}: {val}")
-        elif meta.get("is_warning"):
-            warnings.append(f"{key}: {val}")
-    return values, errors, warnings
-
-
-def parse_summary_log(path: str | Path) -> dict[str, str]:
-    """Read mlperf_log_summary.txt's 'Name : value' lines."""
-    out: dict[str, str] = {}
-    for line in Path(path).read_text(errors="replace").splitlines():
-        if ":" in line and not line.startswith("="):
-            k, _, v = line.partition(":")
-            if k.strip() and v.strip():
-                out.setdefault(k.strip(), v.strip())
-    return out
-
-
-def _yes(val: Any) -> bool | None:
-    if val is None:
-        return None
-    if isinstance(val, bool):
-        return val
-    return str(val).strip().lower() in ("yes", "true", "1", "valid")
-
-
-def parse_logs(output_dir: str | Path, round_name: str = mlperf_rounds.DEFAULT_ROUND) -> dict[str, Any]:
-    """Turn LoadGen's summary/detail logs into a result dict (see docs/scripts/harness.md)."""
-    out = Path(output_dir)
-    detail_path, summary_path = out / "mlperf_log_detail.txt", out / "mlperf_log_summary.txt"
-    if not detail_path.is_file() or not summary_path.is_file():
-        raise FileNotFoundError(f"LoadGen logs missing in {out} (mlperf_log_summary.txt / mlperf_log_detail.txt)")
-    detail, errors, warnings = parse_detail_log(detail_path)
-    summary = parse_summary_log(summary_path)
-    scenario = detail.get("effective_scenario") or summary.get("Scenario", "")
-    test_mode = str(detail.get("effective_test_mode") or summary.get("Mode", ""))
-    mode = "accuracy" if "accuracy" in test_mode.lower() else "performance"
-    rnd = mlperf_rounds.get_round(round_name)
-
-    result_key, unit, value, percentile = None, "", None, None
-    if mode == "accuracy":
-        pass  # the accuracy figure comes from mlperf_log_accuracy.json (process-mlperf-accuracy)
-    elif scenario == "Offline":
-        result_key, unit = "result_samples_per_second", "samples/s"
-    elif scenario == "Server":
-        result_key, unit = rnd.server_result_key, "samples/s"
-        percentile = detail.get("effective_target_latency_percentile")
-    elif scenario in ("SingleStream", "MultiStream"):
-        unit = "ms"
-        percentile = detail.get("effective_target_latency_percentile")
-        early = "early_stopping_latency_ss" if scenario == "SingleStream" else "early_stopping_latency_ms"
-        pct = f"{float(percentile) * 100:.2f}" if percentile is not None else "90.00"
-        plain = (f"result_{pct}_percentile_latency_ns" if scenario == "SingleStream"
-                 else f"result_{pct}_percentile_per_query_latency_ns")
-        result_key = early if detail.get(early) not in (None, 0) else plain
-    if result_key is not None and detail.get(result_key) is not None:
-        value = float(detail[result_key])
-        if unit == "ms":
-            value /= 1e6
-    validity = str(detail.get("result_validity") or summary.get("Result is", "")).upper() or None
-    return {
-        "scenario": scenario,
-        "mode": mode,
-        "result": value,
-        "result_unit": unit,
-        "result_key": result_key,
-        "latency_percentile": float(percentile) * 100 if percentile is not None else None,
-        "validity": validity,
-        "valid": validity == "VALID",
-        "min_duration_satisfied": _yes(detail.get("result_min_duration_met", summary.get("Min duration satisfied"))),
-        "min_queries_satisfied": _yes(detail.get("result_min_queries_met", summary.get("Min queries satisfied"))),
-        "early_stopping_satisfied": _yes(detail.get("early_stopping_met", summary.get("Early stopping satisfied"))),
-        "performance_constraints_satisfied": _yes(
-            detail.get("result_perf_constraints_met", summary.get("Performance constraints satisfied"))),
-        "loadgen_version": detail.get("loadgen_version"),
-        "qsl_rng_seed": detail.get("effective_qsl_rng_seed"),
-        "sample_index_rng_seed": detail.get("effective_sample_index_rng_seed"),
-        "schedule_rng_seed": detail.get("effective_schedule_rng_seed"),
-        "loadgen_performance_sample_count": detail.get("effective_performance_sample_count"),
-        "loadgen_errors": errors,
-        "loadgen_warnings": warnings,
-        "output_dir": str(out),
-    }
-
-
-def accuracy_log_indices(path: str | Path) -> set[int]:
-    """The distinct qsl_idx values in mlperf_log_accuracy.json."""
-    return {int(e["qsl_idx"]) for e in json.loads(Path(path).read_text() or "[]")}
 
 
 # -------------------------------------------------------------------------------------------------- run
@@ -591,22 +173,6 @@ def _run_in_process(s: HarnessSettings) -> dict[str, Any]:
     return result
 
 
-def format_summary(r: dict[str, Any]) -> str:
-    """One or two lines for the console."""
-    if r["mode"] == "accuracy":
-        head = f"accuracy run: {r.get('samples_processed')} samples answered"
-    else:
-        val = r.get("result")
-        shown = f"{val:.3f} {r.get('result_unit')}" if isinstance(val, float) else "n/a"
-        head = (f"{shown}  {r.get('validity')}  (min duration met: {'yes' if r.get('min_duration_satisfied') else 'no'}"
-                f", min queries met: {'yes' if r.get('min_queries_satisfied') else 'no'})")
-    lines = [f"[harness] MLPerf {r.get('scenario')} {r.get('mode')} ({r.get('backend')}, round {r.get('round')}): "
-             f"{head}", f"[harness] logs: {r.get('output_dir')}"]
-    if r.get("loadgen_errors"):
-        lines.append(f"[harness] LoadGen errors: {'; '.join(r['loadgen_errors'][:3])}")
-    return "\n".join(lines)
-
-
 def run_benchmark(settings: HarnessSettings, isolated: bool = True) -> dict[str, Any]:
     """Run one LoadGen test and return the parsed result dict.
 
@@ -645,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--settings-json", help="read all settings from this JSON file (written by run_benchmark)")
     p.add_argument("--backend", choices=sorted(mlperf_backends.BACKENDS))
     p.add_argument("--scenario")
-    p.add_argument("--mode", choices=_MODES)
+    p.add_argument("--mode", choices=MODES)
     p.add_argument("--model-path", help="ONNX model (onnxruntime)")
     p.add_argument("--model-name")
     p.add_argument("--input-name")

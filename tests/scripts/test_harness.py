@@ -63,13 +63,23 @@ def harness(script_module):
     return script_module(SCRIPT, "mlperf_harness")
 
 
-def _settings(harness, tiny, out: Path, **kw):
-    model = harness.mlperf_backends.ModelFacts(name="tiny", onnx_path=str(tiny["onnx"]), input_name="input",
-                                               output_name="logits", label_offset=0)
+@pytest.fixture
+def settings_mod(script_module):
+    return script_module(SCRIPT, "mlperf_settings")
+
+
+@pytest.fixture
+def sut_mod(script_module):
+    return script_module(SCRIPT, "mlperf_sut")
+
+
+def _settings(settings_mod, tiny, out: Path, **kw):
+    model = settings_mod.mlperf_backends.ModelFacts(name="tiny", onnx_path=str(tiny["onnx"]), input_name="input",
+                                                    output_name="logits", label_offset=0)
     base = dict(backend="onnxruntime", scenario="Offline", mode="performance", model=model,
                 dataset_path=str(tiny["data"]), output_dir=str(out), threads=1, progress=False)
     base.update(kw)
-    return harness.HarnessSettings(**base)
+    return settings_mod.HarnessSettings(**base)
 
 
 def _detail_errors(out: Path) -> list[str]:
@@ -106,10 +116,10 @@ def test_round_confs_match_loadgen_and_published_seeds(script_module):
         rounds.get_round("v2.0")
 
 
-def test_user_conf_text(harness, tiny, tmp_path):
-    s = _settings(harness, tiny, tmp_path, scenario="singlestream", target_latency_ms=2.4, min_duration_ms=500,
+def test_user_conf_text(settings_mod, tiny, tmp_path):
+    s = _settings(settings_mod, tiny, tmp_path, scenario="singlestream", target_latency_ms=2.4, min_duration_ms=500,
                   min_query_count=64, target_qps=99.0).normalised()
-    text = harness.build_user_conf(s, 12, base_text="*.*.min_duration = 1000\n")
+    text = settings_mod.build_user_conf(s, 12, base_text="*.*.min_duration = 1000\n")
     assert text.splitlines()[-4:] == [
         "resnet50.SingleStream.target_latency = 2",
         "resnet50.SingleStream.min_duration = 500",
@@ -119,22 +129,22 @@ def test_user_conf_text(harness, tiny, tmp_path):
     assert "*.*.min_duration = 1000" in text and "target_qps" not in text  # no target_qps for SingleStream
 
 
-def test_settings_errors(harness, tiny, tmp_path):
+def test_settings_errors(settings_mod, sut_mod, tiny, tmp_path):
     with pytest.raises(ValueError, match="unknown scenario"):
-        _settings(harness, tiny, tmp_path, scenario="batch").normalised()
+        _settings(settings_mod, tiny, tmp_path, scenario="batch").normalised()
     with pytest.raises(ValueError, match="unknown backend"):
-        _settings(harness, tiny, tmp_path, backend="tensorrt").normalised()
+        _settings(settings_mod, tiny, tmp_path, backend="tensorrt").normalised()
     with pytest.raises(ValueError, match="CM_DATASET_PREPROCESSED_PATH"):
-        _settings(harness, tiny, tmp_path, dataset_path="").normalised()
+        _settings(settings_mod, tiny, tmp_path, dataset_path="").normalised()
     with pytest.raises(FileNotFoundError):
-        harness.list_samples(str(tmp_path / "nowhere"))
+        sut_mod.list_samples(str(tmp_path / "nowhere"))
     env = {"CM_MLPERF_LOADGEN_SCENARIO": "server", "CM_MLPERF_LOADGEN_TARGET_QPS": "12.5",
            "CM_ML_MODEL_LABEL_OFFSET": "1", "CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]),
            "CM_MLPERF_LOADGEN_COUNT": "5"}
-    s = harness.settings_from_env(env).normalised()
+    s = settings_mod.settings_from_env(env).normalised()
     assert (s.scenario, s.target_qps, s.model.label_offset, s.count, s.round) == ("Server", 12.5, 1, 5, "v6.1")
     with pytest.raises(ValueError, match="not a number"):
-        harness.settings_from_env({"CM_MLPERF_LOADGEN_TARGET_QPS": "fast"})
+        settings_mod.settings_from_env({"CM_MLPERF_LOADGEN_TARGET_QPS": "fast"})
 
 
 def test_customize_reports_missing_model(script_module, tiny, tmp_path):
@@ -165,13 +175,13 @@ class FakeLoadGen:
 
 
 @pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream", "Offline", "Server"])
-def test_sut_answers_every_sample_with_float32_class(harness, tiny, scenario):
+def test_sut_answers_every_sample_with_float32_class(harness, sut_mod, tiny, scenario):
     backend = harness.mlperf_backends.create_backend("onnxruntime")
     backend.load(harness.mlperf_backends.ModelFacts(onnx_path=str(tiny["onnx"])), 1, 4)
-    qsl = harness.SampleLibrary(harness.list_samples(str(tiny["data"])))
+    qsl = sut_mod.SampleLibrary(sut_mod.list_samples(str(tiny["data"])))
     qsl.load(list(range(qsl.size)))
     lg = FakeLoadGen()
-    sut = harness.SystemUnderTest(lg, backend, qsl, scenario, batch_size=4, label_offset=1, workers=2)
+    sut = sut_mod.SystemUnderTest(lg, backend, qsl, scenario, batch_size=4, label_offset=1, workers=2)
     queries = [[QuerySample(100 + i, i)] for i in range(qsl.size)]
     if scenario in ("MultiStream", "Offline"):
         queries = [[q[0] for q in queries]]
@@ -191,10 +201,10 @@ def test_sut_answers_every_sample_with_float32_class(harness, tiny, scenario):
 # ------------------------------------------------------------------------------------- real LoadGen runs
 
 
-def test_offline_performance_run(harness, tiny, tmp_path):
+def test_offline_performance_run(harness, settings_mod, tiny, tmp_path):
     out = tmp_path / "offline"
     # No target_qps: the harness measures a warm-up and sets it.
-    r = harness.run_benchmark(_settings(harness, tiny, out, min_duration_ms=100, min_query_count=200))
+    r = harness.run_benchmark(_settings(settings_mod, tiny, out, min_duration_ms=100, min_query_count=200))
     for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "user.conf", "mlperf.conf"):
         assert (out / name).is_file(), name
     assert r["scenario"] == "Offline" and r["mode"] == "performance"
@@ -215,9 +225,9 @@ def test_offline_performance_run(harness, tiny, tmp_path):
     assert harness.load_result(out) == r
 
 
-def test_singlestream_run_with_count(harness, tiny, tmp_path):
+def test_singlestream_run_with_count(harness, settings_mod, tiny, tmp_path):
     out = tmp_path / "ss"
-    r = harness.run_benchmark(_settings(harness, tiny, out, scenario="SingleStream", count=10,
+    r = harness.run_benchmark(_settings(settings_mod, tiny, out, scenario="SingleStream", count=10,
                                         min_duration_ms=100, min_query_count=300))
     assert r["scenario"] == "SingleStream" and r["valid"], r
     assert r["result_unit"] == "ms" and 0 < r["result"] < 100 and r["latency_percentile"] == 90.0
@@ -227,24 +237,24 @@ def test_singlestream_run_with_count(harness, tiny, tmp_path):
     assert _detail_errors(out) == []
 
 
-def test_server_and_multistream_runs(harness, tiny, tmp_path):
-    r = harness.run_benchmark(_settings(harness, tiny, tmp_path / "server", scenario="Server", target_qps=1000,
+def test_server_and_multistream_runs(harness, settings_mod, tiny, tmp_path):
+    r = harness.run_benchmark(_settings(settings_mod, tiny, tmp_path / "server", scenario="Server", target_qps=1000,
                                         min_duration_ms=200, min_query_count=500, workers=2))
     assert r["scenario"] == "Server" and r["result_unit"] == "samples/s" and r["result"] > 0
     assert r["result_key"] == "result_completed_samples_per_sec" and r["latency_percentile"] == 99.0
     assert r["valid"] and r["performance_constraints_satisfied"] and r["early_stopping_satisfied"], r
     # No target_latency: measured; below 1 ms (the user.conf unit) the harness sets the exact value itself.
-    r = harness.run_benchmark(_settings(harness, tiny, tmp_path / "ms", scenario="MultiStream",
+    r = harness.run_benchmark(_settings(settings_mod, tiny, tmp_path / "ms", scenario="MultiStream",
                                         min_duration_ms=100, min_query_count=662))
     assert r["scenario"] == "MultiStream" and r["result_unit"] == "ms" and r["latency_percentile"] == 99.0
     # 662 queries: the fewest for which LoadGen's early-stopping estimate of the 99th percentile exists.
     assert r["samples_processed"] >= 662 * 8 and r["valid"], r
 
 
-def test_accuracy_run_v31_and_top1(harness, script_module, tiny, tmp_path):
+def test_accuracy_run_v31_and_top1(harness, settings_mod, script_module, tiny, tmp_path):
     acc = script_module("process-mlperf-accuracy", "imagenet_accuracy")
     out = tmp_path / "acc"
-    r = harness.run_benchmark(_settings(harness, tiny, out, mode="accuracy", round="v3.1"))
+    r = harness.run_benchmark(_settings(settings_mod, tiny, out, mode="accuracy", round="v3.1"))
     assert r["mode"] == "accuracy" and r["valid"] and r["accuracy_samples_logged"] == N_SAMPLES
     assert r["samples_processed"] == N_SAMPLES and r["accuracy_log"] == str(out / "mlperf_log_accuracy.json")
     # v3.1 runs carry v3.1's seeds although LoadGen's built-in conf is v6.1's.
@@ -258,7 +268,7 @@ def test_accuracy_run_v31_and_top1(harness, script_module, tiny, tmp_path):
     assert (out / "accuracy.txt").read_text().splitlines()[0] == "accuracy=75.000%, good=9, total=12"
 
 
-def test_tvm_backend_matches_onnxruntime_and_runs(harness, script_module, tiny, tmp_path):
+def test_tvm_backend_matches_onnxruntime_and_runs(harness, settings_mod, sut_mod, script_module, tiny, tmp_path):
     tvm = pytest.importorskip("tvm")
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -276,7 +286,7 @@ def test_tvm_backend_matches_onnxruntime_and_runs(harness, script_module, tiny, 
     ort_b.load(facts, 1, batch)
     tvm_b.load(facts, 1, batch)
     assert tvm_b.fixed_batch_size == batch and ort_b.fixed_batch_size is None
-    x = np.stack([np.load(p) for p in harness.list_samples(str(tiny["data"]), count=10)])  # 4 + 4 + padded 2
+    x = np.stack([np.load(p) for p in sut_mod.list_samples(str(tiny["data"]), count=10)])  # 4 + 4 + padded 2
     a, b = ort_b.predict(x), tvm_b.predict(x)
     assert a.shape == b.shape == (10, 10)
     np.testing.assert_array_equal(a.argmax(1), b.argmax(1))
@@ -284,7 +294,7 @@ def test_tvm_backend_matches_onnxruntime_and_runs(harness, script_module, tiny, 
     assert tvm_b.predict(x[:1]).shape == (1, 10)
 
     out = tmp_path / "tvm-acc"
-    s = _settings(harness, tiny, out, backend="tvm", mode="accuracy", count=10,
+    s = _settings(settings_mod, tiny, out, backend="tvm", mode="accuracy", count=10,
                   model=facts)
     r = harness.run_benchmark(s)
     assert r["backend"] == "tvm" and r["valid"] and r["batch_size"] == batch and r["qsl_size"] == 10

@@ -1,0 +1,186 @@
+"""LoadGen's side of the harness: the query sample library (QSL) over preprocessed .npy tensors, the system
+under test (SUT) around a backend, and the warm-up measurement that picks target_qps / target_latency."""
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+
+def list_samples(dataset_path: str, count: int = 0) -> list[str]:
+    """The QSL's sample files in QSL order: val_map.txt's first column, else the sorted .npy files."""
+    root = Path(dataset_path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"preprocessed dataset folder not found: {dataset_path}")
+    val_map = root / "val_map.txt"
+    if val_map.is_file():
+        names = [ln.split()[0] for ln in val_map.read_text().splitlines() if ln.strip()]
+    else:
+        names = sorted(p.name for p in root.glob("*.npy"))
+    if count and count < len(names):
+        names = names[:count]
+    paths = [str(root / n) for n in names]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} sample file(s) listed for {dataset_path} are missing, "
+                                f"e.g. {missing[0]}")
+    if not paths:
+        raise ValueError(f"no samples in {dataset_path} (expected .npy files and a val_map.txt)")
+    return paths
+
+
+class SampleLibrary:
+    """LoadGen's query sample library over a folder of preprocessed .npy tensors (one per image)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self._cache: dict[int, np.ndarray] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.paths)
+
+    def load(self, indices: list[int]) -> None:
+        for i in indices:
+            if i not in self._cache:
+                self._cache[i] = np.load(self.paths[i])
+
+    def unload(self, indices: list[int]) -> None:
+        for i in indices:
+            self._cache.pop(i, None)
+
+    def batch(self, indices: list[int]) -> np.ndarray:
+        return np.stack([self._cache[i] for i in indices])
+
+    @property
+    def loaded(self) -> int:
+        return len(self._cache)
+
+
+# --------------------------------------------------------------------------------------------------- SUT
+
+
+class SystemUnderTest:
+    """Answers LoadGen queries with one float32 class index per sample (argmax - label offset).
+
+    SingleStream/MultiStream queries are answered inside the issue callback (one query in flight at a
+    time; no thread hand-off on the latency path). Offline's single big query is cut into batches and
+    Server's queries are queued; worker threads drain the queue, Server workers coalescing waiting
+    queries up to the batch size.
+    """
+
+    def __init__(self, lg: Any, backend: Any, qsl: SampleLibrary, scenario: str, batch_size: int,
+                 label_offset: int, workers: int = 1, progress: Any = None) -> None:
+        self.lg = lg
+        self.backend = backend
+        self.qsl = qsl
+        self.scenario = scenario
+        self.batch_size = max(1, batch_size)
+        self.label_offset = label_offset
+        self.samples_done = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._progress = progress
+        self._queue: queue.Queue = queue.Queue()
+        self._workers: list[threading.Thread] = []
+        if scenario in ("Offline", "Server"):
+            for n in range(max(1, workers)):
+                t = threading.Thread(target=self._worker, name=f"sut-worker-{n}", daemon=True)
+                t.start()
+                self._workers.append(t)
+
+    # LoadGen callbacks
+    def issue_queries(self, query_samples: list[Any]) -> None:
+        if self.scenario in ("SingleStream", "MultiStream"):
+            self._answer(list(query_samples))
+        elif self.scenario == "Offline":
+            samples = list(query_samples)
+            for start in range(0, len(samples), self.batch_size):
+                self._queue.put(samples[start:start + self.batch_size])
+        else:
+            self._queue.put(list(query_samples))
+
+    def flush_queries(self) -> None:
+        pass  # nothing is held back: every queued sample is answered as soon as a worker is free
+
+    def stop(self) -> None:
+        for _ in self._workers:
+            self._queue.put(None)
+        for t in self._workers:
+            t.join()
+
+    def _worker(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            samples = item
+            if self.scenario == "Server":
+                # Dynamic batching: take whatever else is already waiting, up to the batch size.
+                while len(samples) < self.batch_size:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._queue.put(None)
+                        break
+                    samples = samples + more
+            self._answer(samples)
+
+    def _answer(self, samples: list[Any]) -> None:
+        try:
+            logits = self.backend.predict(self.qsl.batch([s.index for s in samples]))
+            # [N, classes] or [N, classes, 1, 1] (squeezenet-style heads): flatten per sample
+            logits = np.asarray(logits).reshape(len(samples), -1)
+            classes = (np.argmax(logits, axis=1) - self.label_offset).astype(np.float32)
+        except Exception as exc:  # noqa: BLE001 - LoadGen would wait forever for these samples otherwise
+            with self._lock:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            classes = np.full(len(samples), -1.0, dtype=np.float32)
+        classes = np.ascontiguousarray(classes)
+        base = classes.ctypes.data
+        responses = [self.lg.QuerySampleResponse(s.id, base + 4 * k, 4) for k, s in enumerate(samples)]
+        # `classes` stays referenced until this call returns: LoadGen copies the bytes it logs inside it.
+        self.lg.QuerySamplesComplete(responses)
+        with self._lock:
+            self.samples_done += len(samples)
+            if self._progress is not None:
+                self._progress.update(len(samples))
+
+
+# ------------------------------------------------------------------------------------ warm-up measurement
+
+
+def measure(backend: Any, qsl: SampleLibrary, per_call: int, budget_s: float = 1.0,
+            min_calls: int = 3, max_calls: int = 200) -> dict[str, float]:
+    """Time `predict` on `per_call` samples at a time, after one untimed call.
+
+    Returns samples/s and the median call latency (ms). Used to pick target_qps / target_latency
+    when the user gave none, as submitters do before a run.
+    """
+    idx = [i % qsl.size for i in range(per_call)]
+    qsl.load(sorted(set(idx)))
+    try:
+        np.argmax(backend.predict(qsl.batch(idx)), axis=1)
+        times = []
+        start = time.perf_counter()
+        while len(times) < max_calls and (len(times) < min_calls or time.perf_counter() - start < budget_s):
+            t0 = time.perf_counter()
+            # Same work as the SUT does per batch: gather, infer, argmax.
+            np.argmax(backend.predict(qsl.batch(idx)), axis=1)
+            times.append(time.perf_counter() - t0)
+        total = sum(times)
+    finally:
+        qsl.unload(sorted(set(idx)))
+    return {
+        "samples_per_second": per_call * len(times) / total if total > 0 else float("inf"),
+        "latency_ms": float(np.median(times)) * 1000.0,
+        "calls": len(times),
+    }
