@@ -207,3 +207,14 @@ def test_show_and_remove_cache(run):
     assert api.remove_cache({"tags": "cached", "all": True}, root)["return"] == 0
     assert api.show_cache({}, root)["list"] == []
     assert "no cache entry matches" in api.remove_cache({"tags": "cached"}, root)["error"]
+
+
+def test_dependency_cycle_is_an_error(run):
+    r = run("fx,cycle-a")
+    assert r["return"] == 1 and "dependency cycle: fx-cycle-a -> fx-cycle-b -> fx-cycle-a" in r["error"]
+
+
+def test_hook_exception_names_script_and_hook(run):
+    r = run("fx,hook-raise")
+    assert r["return"] == 1
+    assert r["error"] == "script 'fx-hook-raise' postprocess() raised KeyError: 'CM_MISSING'"
