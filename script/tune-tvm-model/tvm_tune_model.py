@@ -1,0 +1,353 @@
+"""Tune an ONNX model's kernels for this CPU with MetaSchedule (Apache TVM 0.27) and keep the tuning records as a
+JSON database (database_workload.json + database_tuning_record.json) that compile-tvm-model applies.
+
+    info = tune_model("model.onnx", batch_size=1, mcpu="znver3", num_cores=2, trials=2000, out_dir=".")
+
+The model is imported exactly as compile-tvm-model imports it (its tvm_frontend / tvm_target modules are reused, so
+the tuned TIR functions are the ones its build looks up), legalised and fused by Relax's zero pipeline (the steps
+compile-tvm-model's tuned build runs before MetaScheduleApplyDatabase), then every fused TIR function becomes a
+tuning task. Tuning appends to the database in out_dir; `resume_from` copies an existing database there first, so
+records accumulate across runs and machines.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import tvm_tune_builders
+from tvm_tune_progress import TuningProgress
+
+COMPILE_SCRIPT_DIR = Path(__file__).resolve().parent.parent / "compile-tvm-model"
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+DEFAULT_TRIALS = 2000
+MIN_TRIALS_PER_TASK = 4  # below this a task's first measured batch is too small to be worth it
+MAX_TRIALS_PER_ITER = 64  # MetaSchedule's default batch (candidates measured per task per round)
+DEFAULT_POPULATION = 512  # the evolutionary search's population (MetaSchedule's default)
+COST_MODELS = ("auto", "xgb", "random")
+Log = Callable[[str], None]
+
+
+def _compile_module(name: str) -> ModuleType:
+    """A module of compile-tvm-model (the same files its build uses), imported by name from its folder."""
+    if name in sys.modules:
+        return sys.modules[name]
+    if not (COMPILE_SCRIPT_DIR / f"{name}.py").is_file():
+        raise ImportError(f"tune-tvm-model needs compile-tvm-model's {name}.py beside it ({COMPILE_SCRIPT_DIR})")
+    sys.path.insert(0, str(COMPILE_SCRIPT_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(COMPILE_SCRIPT_DIR))
+
+
+tvm_errors = _compile_module("tvm_errors")
+tvm_frontend = _compile_module("tvm_frontend")
+tvm_target = _compile_module("tvm_target")
+
+
+class TVMTuningError(tvm_errors.TVMCompileError):
+    """Tuning failed or was asked for wrongly; the message says what to do."""
+
+
+def log(msg: str) -> None:
+    print(f"[tune-tvm-model] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- the database on disk
+
+def database_counts(folder: str | os.PathLike[str]) -> tuple[int, int]:
+    """(workloads, tuning records) in a JSON database folder: one JSON document per non-empty line."""
+    counts = []
+    for name in DB_FILES:
+        path = Path(folder) / name
+        counts.append(sum(1 for ln in path.read_text().splitlines() if ln.strip()) if path.is_file() else 0)
+    return counts[0], counts[1]
+
+
+def check_database_dir(path: str | os.PathLike[str], what: str = "--resume_from") -> Path:
+    """The folder, if it is a MetaSchedule JSON database; else a TVMTuningError saying what is wrong."""
+    folder = Path(path)
+    if not folder.exists():
+        raise TVMTuningError(f"{what}={folder}: no such folder. Give the folder of a tuning database (the cache entry "
+                             f"of an earlier tune-tvm-model run, see `cm show cache --tags=tune,tvm,model`, or a copy "
+                             f"holding {' + '.join(DB_FILES)})")
+    if not folder.is_dir():
+        raise TVMTuningError(f"{what}={folder} is a file, not a folder: give the folder that holds "
+                             f"{' + '.join(DB_FILES)}")
+    missing = [n for n in DB_FILES if not (folder / n).is_file()]
+    if missing:
+        raise TVMTuningError(f"{what}={folder} is not a MetaSchedule JSON database: {', '.join(missing)} missing "
+                             f"(a database folder holds {' + '.join(DB_FILES)})")
+    for name in DB_FILES:
+        for n, line in enumerate((folder / name).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except ValueError as e:
+                raise TVMTuningError(f"{what}={folder}: {name} line {n} is not JSON ({e}); the database is "
+                                     f"corrupt: use another copy or start without {what}") from e
+    return folder
+
+
+def copy_database(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy a database's two files into dst (atomically per file); nothing to do when src is dst."""
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if src == dst:
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in DB_FILES:
+        tmp = dst / f".{name}.tmp"
+        shutil.copyfile(src / name, tmp)
+        os.replace(tmp, dst / name)
+
+
+# ----------------------------------------------------------------------------- tasks and budget
+
+def tuning_module(mod: Any, target: Any) -> Any:
+    """The Relax module whose fused TIR functions compile-tvm-model's tuned build looks up in the database:
+    DecomposeOpsForInference + CanonicalizeBindings + the zero pipeline (legalise, fuse), under the target."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        seq = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                        relax.transform.CanonicalizeBindings(), relax.pipeline.zero_pipeline()])
+        with tvm.transform.PassContext(opt_level=3):
+            return seq(mod)
+
+
+def extract_tasks(mod: Any, target: Any) -> list[Any]:
+    """MetaSchedule's tasks (one per distinct fused TIR function) of a tuning_module, minus scheduled ones."""
+    from tvm.s_tir.meta_schedule import relax_integration
+
+    tasks = relax_integration.extract_tasks(mod, target)
+    return [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
+
+
+def plan_budget(trials: int, n_tasks: int, min_per_task: int = MIN_TRIALS_PER_TASK,
+                max_per_iter: int = MAX_TRIALS_PER_ITER) -> dict[str, Any]:
+    """How many trials to run and how many per batch, so that every task is measured at least once.
+
+    MetaSchedule measures one batch of `per_iter` candidates per task in its first round; a global budget below
+    tasks x per_iter ends tuning before the last tasks get any record ("Tuning record is not found" when compiling).
+    So the batch shrinks to budget / tasks (at most 64), and a budget below tasks x `min_per_task` is raised."""
+    if trials < 1:
+        raise TVMTuningError(f"the number of trials must be at least 1, got {trials} (--trials)")
+    n = max(1, int(n_tasks))
+    floor = n * int(min_per_task)
+    budget = max(int(trials), floor)
+    per_iter = max(int(min_per_task), min(int(max_per_iter), budget // n))
+    note = ""
+    if budget > trials:
+        note = (f"--trials={trials} is below {n} tasks x {min_per_task} trials (the least that gives every task a "
+                f"record): raised to {budget}. Ask for more (hundreds per task) for real speed-ups")
+    return {"requested": int(trials), "budget": budget, "per_iter": per_iter, "tasks": n, "raised": budget > trials,
+            "note": note}
+
+
+def choose_cost_model(kind: str = "auto") -> str:
+    """'xgb' when xgboost imports (and kind allows it), else 'random'."""
+    if kind not in COST_MODELS:
+        raise TVMTuningError(f"unknown cost model '{kind}': choose one of {', '.join(COST_MODELS)} (--cost_model)")
+    if kind == "random":
+        return "random"
+    try:
+        importlib.import_module("xgboost")
+        return "xgb"
+    except ImportError as e:
+        if kind == "xgb":
+            raise TVMTuningError("--cost_model=xgb needs xgboost: pip install xgboost-cpu") from e
+        return "random"
+
+
+def _quiet_metaschedule_console() -> None:
+    """MetaSchedule logs every batch's task table to stdout at DEBUG level; keep only warnings on the console
+    (its per-task log files under logs/ keep everything)."""
+    import logging
+
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    if logger.level in (logging.NOTSET, logging.DEBUG, logging.INFO):
+        logger.setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- the whole step
+
+def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str, num_cores: int, trials: int,
+               out_dir: str = ".", resume_from: str | os.PathLike[str] | None = None, input_name: str | None = None,
+               layout: str = "NCHW", height: int = 224, width: int = 224, model_name: str | None = None,
+               builder: str = tvm_tune_builders.DEFAULT_BUILDER, cost_model: str = "auto",
+               min_trials_per_task: int = MIN_TRIALS_PER_TASK, max_trials_per_iter: int = MAX_TRIALS_PER_ITER,
+               min_repeat_ms: int = 100, population: int = DEFAULT_POPULATION, seed: int | None = None,
+               host_flags: Sequence[str] = (), model_sha256: str = "", progress_bar: bool = True,
+               log: Log = log) -> dict[str, Any]:
+    """Tune and write the database (+ tuning-info.json, logs/) into out_dir. Returns the info dict plus
+    'database_dir' (absolute)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    started = time.perf_counter()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if int(batch_size) < 1:
+        raise TVMTuningError(f"batch size must be at least 1, got {batch_size} (--batch_size)")
+    if int(trials) < 1:
+        raise TVMTuningError(f"the number of trials must be at least 1, got {trials} (--trials)")
+    resumed = {"from": None, "workloads": 0, "records": 0}
+    if resume_from:
+        src = check_database_dir(resume_from)
+        copy_database(src, out)
+        w, r = database_counts(out)
+        resumed = {"from": str(src), "workloads": w, "records": r}
+        log(f"resuming from {src}: {w} workloads, {r} tuning records copied in")
+
+    target = tvm_target.make_target(mcpu, int(num_cores))
+    missing = tvm_target.missing_host_features(target, host_flags)
+    if missing:
+        raise TVMTuningError(f"--mcpu={mcpu} lets LLVM use {', '.join(missing)}, which this CPU lacks: tuning measures "
+                             f"the candidates here, so they would crash. Tune on a machine with that CPU, or "
+                             f"choose one this machine has")
+    model = tvm_frontend.load_onnx(onnx_path)
+    name = tvm_frontend.resolve_input_name(model, input_name)
+    shape = tvm_frontend.model_input_shape(model, name, int(batch_size), layout, int(height), int(width))
+    model_name = model_name or Path(onnx_path).stem
+    fixed, _ = tvm_frontend.set_batch_size(model, name, int(batch_size))  # as compile-tvm-model does
+    mod = tuning_module(tvm_frontend.import_onnx(fixed, name, shape), target)
+    tasks = extract_tasks(mod, target)
+    target_text = tvm_target.target_json(target)
+    log(f"model {model_name}, input '{name}' {shape}, target {target_text}: {len(tasks)} tuning tasks")
+
+    database = ms.database.JSONDatabase(work_dir=str(out), module_equality="structural")
+    covered_before = sum(1 for t in tasks if database.has_workload(t.dispatched[0]))
+    if resume_from:
+        log(f"the resumed database already covers {covered_before} of {len(tasks)} tasks")
+        if resumed["records"] and not covered_before:
+            log("warning: none of its records are for this model/batch/target (another model, batch size, mcpu, "
+                "thread count or TVM version?): tuning starts from scratch, its records are kept")
+
+    plan = plan_budget(int(trials), len(tasks), min_trials_per_task, max_trials_per_iter)
+    cost = choose_cost_model(cost_model)
+    progress = TuningProgress([t.task_name for t in tasks], plan["budget"], log, [t.weight for t in tasks],
+                              bar=progress_bar)
+    builder_obj = None
+    tune_s = 0.0
+    old_threads = os.environ.get("TVM_NUM_THREADS")
+    try:
+        # the runner's worker process measures the candidates with this many threads
+        os.environ["TVM_NUM_THREADS"] = str(int(num_cores))
+        if not tasks:
+            log("nothing to tune: the model has no TIR functions for MetaSchedule; the database stays as it is")
+        else:
+            if plan["note"]:
+                log(f"warning: {plan['note']}")
+            log(f"tuning {len(tasks)} tasks: {plan['budget']} trials, up to {plan['per_iter']} per batch, cost model "
+                f"{cost}, builder {builder}, {num_cores} thread(s); progress: a line per compiled batch, and one per "
+                f"task as its measurements come back")
+            _quiet_metaschedule_console()
+            intrin_s = tvm_tune_builders.import_tensor_intrinsics()
+            if intrin_s:
+                log(f"loaded MetaSchedule's tensor intrinsics in {intrin_s:.1f} s")
+            strategy = ms.search_strategy.EvolutionarySearch(population_size=int(population),
+                                                             init_min_unmeasured=min(50, int(population)))
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                tasks, work_dir=str(out), strategy=strategy, num_threads=int(num_cores), seed=seed)
+            builder_obj = tvm_tune_builders.make_builder(builder, max_workers=int(num_cores), on_batch=progress.built)
+            runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
+                number=3, repeat=1, min_repeat_ms=int(min_repeat_ms), enable_cpu_cache_flush=False))
+            callbacks = list(ms.measure_callback.MeasureCallback.create("default")) + [progress.callback()]
+            cost_obj = ms.cost_model.CostModel.create(
+                cost, **({"num_tuning_cores": int(num_cores)} if cost == "xgb" else {}))
+            t0 = time.perf_counter()
+            try:
+                ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(out),
+                              max_trials_global=plan["budget"], max_trials_per_task=plan["budget"],
+                              num_trials_per_iter=plan["per_iter"], builder=builder_obj, runner=runner,
+                              database=database, cost_model=cost_obj, measure_callbacks=callbacks,
+                              task_scheduler="gradient")
+            except Exception as e:  # noqa: BLE001
+                raise TVMTuningError(f"MetaSchedule tuning failed after {progress.total_trials} trials "
+                                     f"({type(e).__name__}: {str(e).strip()[:500]})") from e
+            tune_s = time.perf_counter() - t0
+    finally:
+        progress.close()
+        tvm_tune_builders.close_builder(builder_obj)
+        if old_threads is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = old_threads
+
+    per_task = progress.summary()
+    untuned = []
+    for task, row in zip(tasks, per_task, strict=True):
+        rec = database.query_tuning_record(task.dispatched[0], target, task.task_name)
+        row["database_best_seconds"] = _record_seconds(rec)
+        if rec is None:
+            untuned.append(task.task_name)
+    if untuned:
+        log(f"warning: {len(untuned)} of {len(tasks)} tasks have no working record and will compile untuned: "
+            f"{', '.join(untuned[:10])}{' ...' if len(untuned) > 10 else ''}. Tune longer (--trials)")
+    workloads, records = database_counts(out)
+    applied, functions = count_tuned_functions(mod, target, database)
+    info = {
+        "model_name": model_name,
+        "onnx_file": Path(onnx_path).name,
+        "onnx_sha256": model_sha256,
+        "input_name": name,
+        "input_shape": shape,
+        "batch_size": int(batch_size),
+        "target": json.loads(target_text),
+        "mcpu": mcpu,
+        "num_cores": int(num_cores),
+        "tvm_version": str(tvm.__version__),
+        "trials_requested": plan["requested"],
+        "trials_budget": plan["budget"],
+        "trials_per_batch": plan["per_iter"],
+        "trials_done": progress.total_trials,
+        "builder": builder,
+        "cost_model": cost,
+        "tasks": len(tasks),
+        "tasks_with_records": len(tasks) - len(untuned),
+        "tasks_covered_before": covered_before,
+        "functions_with_tuned_schedule": applied,
+        "functions": functions,
+        "resumed": resumed,
+        "database": {"workloads": workloads, "records": records, "files": list(DB_FILES)},
+        "tuning_seconds": round(tune_s, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+        "per_task": per_task,
+    }
+    tmp = out / "tuning-info.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "tuning-info.json")
+    log(f"done: {progress.total_trials} trials in {tune_s:.0f} s; database {out.name}: {workloads} workloads, "
+        f"{records} records ({records - resumed['records']} new); {len(tasks) - len(untuned)}/{len(tasks)} tasks "
+        f"tuned, {applied} of the model's {functions} TIR functions get a tuned schedule")
+    return {**info, "database_dir": str(out)}
+
+
+def count_tuned_functions(mod: Any, target: Any, database: Any) -> tuple[int, int]:
+    """(functions that get a schedule from the database, TIR functions) when the database is applied to a
+    tuning_module the way compile-tvm-model's tuned build applies it (relax.transform.MetaScheduleApplyDatabase)."""
+    import tvm
+    from tvm import relax, tirx
+
+    with target, database, tvm.transform.PassContext(opt_level=3):
+        applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    funcs = [f for _, f in applied.functions_items() if isinstance(f, tirx.PrimFunc)]
+    tuned = sum(1 for f in funcs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False)))
+    return tuned, len(funcs)
+
+
+def _record_seconds(record: Any) -> float | None:
+    if record is None:
+        return None
+    secs = [float(getattr(s, "value", s)) for s in (record.run_secs or [])]
+    return sum(secs) / len(secs) if secs else None

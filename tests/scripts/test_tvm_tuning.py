@@ -1,0 +1,264 @@
+"""tune-tvm-model and compile-tvm-model's _tune variation: a real MetaSchedule tuning of a tiny generated ONNX model
+(conv + relu + matmul, 6 KB, three tuning tasks) through the engine, the tuned build checked against onnxruntime,
+resuming from the database, the errors for bad inputs, and the app's _tune variation. No network; about 45-60 s
+on two cores (two short tunings with a small search population)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, SCRIPTS_DIR, load_script_module
+
+TRIALS = "12"  # 3 tasks x 4 trials: the least the budget rule accepts
+POPULATION = "64"  # a small evolutionary-search population keeps each batch to seconds
+
+
+def make_tune_onnx(path: Path, seed: int = 1) -> Path:
+    """conv(3->8, 3x3, s2) + relu + flatten + matmul(128->10) + add, 8x8 input: three MetaSchedule tasks."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    arrays = {"w": (0.3 * rng.standard_normal((8, 3, 3, 3))).astype(np.float32),
+              "b": (0.1 * rng.standard_normal(8)).astype(np.float32),
+              "fc": (0.3 * rng.standard_normal((128, 10))).astype(np.float32),
+              "fb": (0.1 * rng.standard_normal(10)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "fc"], ["m"]),
+             helper.make_node("Add", ["m", "fb"], ["logits"])]
+    graph = helper.make_graph(nodes, "tinytune", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+                              [numpy_helper.from_array(a, n) for n, a in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def model_env(path: Path) -> dict[str, str]:
+    return {"CM_ML_MODEL_FILE_WITH_PATH": str(path), "CM_ML_MODEL_NAME": "tinytune", "CM_ML_MODEL_INPUT_NAME": "x",
+            "CM_ML_MODEL_OUTPUT_NAME": "logits", "CM_ML_MODEL_IMAGE_HEIGHT": "8", "CM_ML_MODEL_IMAGE_WIDTH": "8",
+            "CM_TVM_TUNING_POPULATION": POPULATION, "CM_TVM_NUM_THREADS": "2"}
+
+
+def engine_run(cache: Path, tags: str, env: dict[str, str], **inputs) -> dict:
+    from cm_script_engine import api
+
+    i = {"action": "run", "automation": "script", "tags": tags, "env": dict(env), **inputs}
+    return api.run(i, repo_paths=[str(REPO_ROOT)], cache_root=str(cache))
+
+
+def records(folder: Path) -> list[str]:
+    return [ln for ln in (folder / "database_tuning_record.json").read_text().splitlines() if ln.strip()]
+
+
+def _i(env: dict[str, str]) -> dict:
+    return {"env": dict(env), "state": {}, "input": {}, "meta": {},
+            "run_script_input": {"path": str(SCRIPTS_DIR / "tune-tvm-model")}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    pytest.importorskip("onnx")
+    return make_tune_onnx(tmp_path_factory.mktemp("tune-model") / "tinytune.onnx")
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny, tmp_path_factory) -> dict:
+    """`cm run script --tags=compile,tvm-model,_tune --tuning_trials=12` through the engine, in a fresh cache."""
+    pytest.importorskip("tvm")
+    pytest.importorskip("onnxruntime")
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.getcwd()
+    os.chdir(cache.parent)
+    try:
+        r = engine_run(cache, "compile,tvm-model,_tune", model_env(tiny), tuning_trials=TRIALS)
+    finally:
+        os.chdir(old)
+    assert r["return"] == 0, r.get("error")
+    return {"result": r, "cache": cache, "env": r["new_env"]}
+
+
+@pytest.fixture(scope="module")
+def tune_customize():
+    pytest.importorskip("tvm")
+    return load_script_module("tune-tvm-model")
+
+
+@pytest.fixture(scope="module")
+def tune_model_mod():
+    pytest.importorskip("tvm")
+    return load_script_module("tune-tvm-model", "tvm_tune_model")
+
+
+# ----------------------------------------------------------------------------- tuning, then compiling with it
+
+def test_tune_writes_a_database_with_records(tuned):
+    env, cache = tuned["env"], tuned["cache"]
+    steps = {s["alias"]: s for s in tuned["result"]["steps"]}
+    assert steps["tune-tvm-model"]["cache"] == "miss" and steps["compile-tvm-model"]["variations"] == ["tune"]
+    db = Path(env["CM_TVM_TUNING_DATABASE_DIR"])
+    assert db.parent == cache and db.name.startswith("tune-tvm-model-")  # the tuning's own cache entry
+    assert (db / "database_workload.json").is_file() and (db / "database_tuning_record.json").is_file()
+    workloads = [ln for ln in (db / "database_workload.json").read_text().splitlines() if ln.strip()]
+    assert len(workloads) == 3 and len(records(db)) >= 3
+    assert int(env["CM_TVM_TUNING_TRIALS_DONE"]) >= int(TRIALS) and float(env["CM_TVM_TUNING_SECONDS"]) > 0
+    info = json.loads((db / "tuning-info.json").read_text())
+    assert info["tasks"] == 3 and info["tasks_with_records"] == 3
+    assert info["functions_with_tuned_schedule"] == info["functions"] == 3  # what the tuned build will apply
+    assert info["trials_requested"] == int(TRIALS) and info["cost_model"] in ("xgb", "random")
+    assert all(t["trials"] > 0 for t in info["per_task"])
+    assert str(db) not in (db / "tuning-info.json").read_text()  # no absolute paths of the entry in its files
+
+
+def test_tuned_library_matches_onnxruntime(tuned, tiny):
+    env = tuned["env"]
+    assert float(env["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
+    info = json.loads(Path(env["CM_TVM_COMPILE_INFO"]).read_text())
+    assert info["tuning_database"] is True and info["verification"]["passed"] is True
+    verify = load_script_module("compile-tvm-model", "tvm_verify")
+    x = np.random.default_rng(5).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    report = verify.verify_against_onnxruntime(env["CM_TVM_MODEL_SO"], tiny, {"other": x[:1]}, log=lambda m: None)
+    assert report["passed"] and report["max_rel_err"] < 1e-4
+
+
+def test_second_run_hits_and_trials_change_the_compile_key(tuned, tiny):
+    env = model_env(tiny)
+    r = engine_run(tuned["cache"], "compile,tvm-model,_tune", env, tuning_trials=TRIALS, quiet=True)
+    assert r["return"] == 0 and [s["cache"] for s in r["steps"] if s["alias"] == "compile-tvm-model"] == ["hit"]
+    assert r["new_env"]["CM_TVM_MODEL_SO"] == tuned["env"]["CM_TVM_MODEL_SO"]
+    # compile's key is computed before its dependencies run, so the database path cannot be in it: the
+    # _tune variation's inputs are. Another trial count is a miss for both scripts.
+    r = engine_run(tuned["cache"], "compile,tvm-model,_tune", env, tuning_trials="16", dry_run=True)
+    assert r["return"] == 0
+    assert {s["alias"]: s["cache"] for s in r["steps"] if s["cache"] != "none"} == {
+        "compile-tvm-model": "miss", "tune-tvm-model": "miss"}
+
+
+def test_resume_keeps_every_record(tuned, tiny, tune_customize, tmp_path, monkeypatch, capsys):
+    src = Path(tuned["env"]["CM_TVM_TUNING_DATABASE_DIR"])
+    before = records(src)
+    monkeypatch.chdir(tmp_path)
+    env = {**model_env(tiny), "CM_TVM_TUNING_TRIALS": "3", "CM_TVM_TUNING_RESUME_FROM": str(src)}
+    i = _i(env)
+    r = tune_customize.preprocess(i)
+    assert r["return"] == 0, r.get("error")
+    out = capsys.readouterr().out
+    assert "--trials=3 is below 3 tasks x 4 trials" in out and "raised to 12" in out  # the budget rule, said
+    assert Path(i["env"]["CM_TVM_TUNING_DATABASE_DIR"]) == tmp_path
+    after = records(tmp_path)
+    assert set(before) <= set(after) and len(after) > len(before)  # nothing lost, new records added
+    assert records(src) == before  # the source database is left as it was
+    info = json.loads((tmp_path / "tuning-info.json").read_text())
+    assert info["resumed"]["records"] == len(before) and info["tasks_covered_before"] == 3
+    assert info["database"]["workloads"] == 3  # same tasks: no duplicate workloads
+
+
+# ----------------------------------------------------------------------------- clear errors, checked before tuning
+
+@pytest.mark.parametrize("extra,message", [
+    ({"CM_TVM_TUNING_TRIALS": "lots"}, "--trials must be an integer, got CM_TVM_TUNING_TRIALS='lots'"),
+    ({"CM_TVM_TUNING_TRIALS": "0"}, "--trials must be at least 1"),
+    ({"CM_TVM_TUNING_TRIALS": "2.5"}, "--trials must be an integer"),
+    ({"CM_TVM_TUNING_RESUME_FROM": "/nonexistent/tuning-db"}, "--resume_from=/nonexistent/tuning-db: no such folder"),
+    ({"CM_TVM_TUNING_RESUME_FROM": "relative/db-that-is-nowhere"}, "as an absolute path"),
+    ({"CM_TVM_TUNING_BUILDER": "magic"}, "unknown --builder=magic"),
+])
+def test_bad_inputs_are_clear_errors(tiny, tune_customize, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    r = tune_customize.preprocess(_i({**model_env(tiny), **extra}))
+    assert r["return"] == 1 and message in r["error"], r.get("error")
+    assert not any(tmp_path.iterdir())  # failed before writing anything
+
+
+def test_resume_from_a_folder_that_is_no_database(tiny, tune_customize, tmp_path, monkeypatch):
+    empty = tmp_path / "not-a-db"
+    empty.mkdir()
+    (empty / "database_workload.json").write_text("")
+    monkeypatch.chdir(tmp_path)
+    r = tune_customize.preprocess(_i({**model_env(tiny), "CM_TVM_TUNING_RESUME_FROM": str(empty)}))
+    assert r["return"] == 1 and "is not a MetaSchedule JSON database: database_tuning_record.json missing" in r["error"]
+    (empty / "database_tuning_record.json").write_text("{not json\n")
+    r = tune_customize.preprocess(_i({**model_env(tiny), "CM_TVM_TUNING_RESUME_FROM": str(empty)}))
+    assert r["return"] == 1 and "database_tuning_record.json line 1 is not JSON" in r["error"]
+
+
+def test_tasks_come_from_the_module_the_tuned_build_applies_the_database_to(tiny, tuned, tune_model_mod):
+    """tune-tvm-model extracts tasks from tuning_module(); compile-tvm-model's tuned pipeline applies the database
+    after its own first passes. They must give the same module, or no record would ever match."""
+    import tvm
+
+    build = load_script_module("compile-tvm-model", "tvm_build")
+    target = tune_model_mod.tvm_target.make_target("x86-64", 2)
+    mod = tune_model_mod.tvm_frontend.import_onnx(str(tiny), "x", [1, 3, 8, 8])
+    seq = build.make_pipeline("default", target, tuned["env"]["CM_TVM_TUNING_DATABASE_DIR"])
+    names = [p.info.name for p in seq.passes]
+    cut = names.index("MetaScheduleApplyDatabase")
+    with target, tvm.transform.PassContext(opt_level=3):
+        theirs = tvm.transform.Sequential(list(seq.passes[:cut]))(mod)
+    tvm.ir.assert_structural_equal(tune_model_mod.tuning_module(mod, target), theirs)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+def test_budget_gives_every_task_a_batch(tune_model_mod):
+    plan = tune_model_mod.plan_budget(2000, 35)
+    assert (plan["budget"], plan["per_iter"], plan["raised"]) == (2000, 57, False)  # 35 x 57 <= 2000
+    plan = tune_model_mod.plan_budget(20000, 35)
+    assert plan["per_iter"] == 64  # MetaSchedule's usual batch once the budget allows it
+    plan = tune_model_mod.plan_budget(50, 35)
+    assert plan["raised"] and plan["budget"] == 140 and plan["per_iter"] == 4
+    assert "raised to 140" in plan["note"]
+    with pytest.raises(tune_model_mod.TVMTuningError, match="at least 1"):
+        tune_model_mod.plan_budget(0, 3)
+
+
+def test_cheap_stack_matches_inspect_stack():
+    import inspect
+
+    builders = load_script_module("tune-tvm-model", "tvm_tune_builders")
+
+    def probe():
+        return inspect.stack(), builders._cheap_stack()
+
+    slow, cheap = probe()
+    assert slow[0].function == "probe" and len(slow) == len(cheap)
+    for a, b in zip(slow, cheap, strict=True):
+        assert (a.frame, a.lineno, a.function) == (b.frame, b.lineno, b.function)
+        if os.path.exists(a.filename):
+            assert (a.filename, a.code_context) == (b.filename, b.code_context)
+    with builders.cheap_inspect_stack():
+        assert inspect.stack is builders._cheap_stack
+    assert inspect.stack is not builders._cheap_stack
+
+
+# ----------------------------------------------------------------------------- the app's _tune variation
+
+def test_app_tune_variation_adds_tune_to_the_compile_dependency():
+    meta = yaml.safe_load((SCRIPTS_DIR / "run-mlperf-inference-app" / "_cm.yaml").read_text())
+    assert meta["variations"]["tune"] == {"add_deps_recursive": {"tvm-model": {"tags": "_tune"}}}
+    assert meta["input_mapping"]["tuning_trials"] == "CM_TVM_TUNING_TRIALS"
+    compile_meta = yaml.safe_load((SCRIPTS_DIR / "compile-tvm-model" / "_cm.yaml").read_text())
+    dep = compile_meta["variations"]["tune"]["deps"][0]
+    assert dep["tags"] == "tune,tvm,model" and dep["names"] == ["tvm-tuning"]
+    assert "CM_TVM_TUNING_DATABASE_DIR" in compile_meta["cache_key_env"]
+
+
+def test_app_dry_run_with_tune_plans_the_tuning(tmp_path, monkeypatch):
+    pytest.importorskip("tvm")
+    monkeypatch.chdir(tmp_path)
+    r = engine_run(tmp_path / "cache", "run-mlperf,inference,_tvm,_tune,_quick", {}, tuning_trials="12",
+                   dry_run=True)
+    assert r["return"] == 0, r.get("error")
+    steps = [(s["alias"], s["variations"]) for s in r["steps"]]
+    assert ("compile-tvm-model", ["tune"]) in steps
+    aliases = [a for a, _ in steps]
+    assert aliases.index("tune-tvm-model") > aliases.index("compile-tvm-model")  # a dependency of the compile
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("tune-tvm-model-*"))
