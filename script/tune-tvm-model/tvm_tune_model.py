@@ -177,6 +177,11 @@ def _quiet_metaschedule_console() -> None:
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     if logger.level in (logging.NOTSET, logging.DEBUG, logging.INFO):
         logger.setLevel(logging.WARNING)
+    # MetaSchedule's create_loggers re-declares this logger's handlers by name: an unnamed handler left by
+    # an earlier run (or a test harness) crashes it with "'NoneType' object has no attribute 'format'".
+    for handler in list(logger.handlers):
+        if handler.get_name() is None:
+            logger.removeHandler(handler)
 
 
 # ----------------------------------------------------------------------------- the whole step
