@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from typing import Any
 
-from .cache import CacheStore
+from .cache import CacheStore, folder_size
 from .deps import merge_overrides
 from .engine import RunContext, run_script
 from .errors import ScriptError
@@ -17,7 +19,7 @@ CONTROL_KEYS = {
     "action", "automation", "tags", "artifact", "artifacts", "cmd", "out", "env", "adr", "new",
     "dry_run", "dry-run", "print_deps", "quiet", "v", "verbose", "silent", "version", "version_min",
     "version_max", "parsed_automation", "parsed_artifact", "parsed_artifacts", "all", "force", "f", "h", "help",
-    "con",
+    "con", "j", "json",
 }
 
 
@@ -44,8 +46,54 @@ def _flag(i: dict[str, Any], *names: str) -> bool:
     return any(i.get(n) not in (None, False, "", "no", "false", "0") for n in names)
 
 
+class Interrupted(BaseException):
+    """SIGTERM while a run is in progress (SIGINT arrives as KeyboardInterrupt)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted()
+
+
 def run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: Any = None) -> dict[str, Any]:
-    """`cm run script`: returns CM's dict with new_env, new_state and the resolved dependency list."""
+    """`cm run script`: returns CM's dict with new_env, new_state and the resolved dependency list.
+
+    Ctrl-C and SIGTERM end the run with one line naming the step that was interrupted, exit code 130 or 143
+    (128 + the signal, as shells report it); the step's child process is stopped and its cache folder dropped.
+    """
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        return _run(i, repo_paths, cache_root, automation, _set)
+    except (KeyboardInterrupt, Interrupted) as e:
+        code = 130 if isinstance(e, KeyboardInterrupt) else 143
+        where = os.path.basename(_current[0].stack[-1]) if _current and _current[0].stack else "cm"
+        return {"return": code, "error": f"interrupted in {where}; nothing cached"}
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _current.clear()
+
+
+_current: list[RunContext] = []
+
+
+def _set(ctx: RunContext) -> None:
+    _current.clear()
+    _current.append(ctx)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _user_paths(inputs: dict[str, Any], env: dict[str, Any]) -> set[str]:
+    paths = {v for k, v in inputs.items() if k.endswith(PATH_INPUT_SUFFIXES) and isinstance(v, str) and v}
+    paths |= {v for v in env.values() if isinstance(v, str) and os.path.isabs(v)}
+    return paths
+
+
+def _run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: Any, register) -> dict[str, Any]:
     try:
         tags, variations = parse_tags(i.get("tags"))
         env = i.get("env") or {}
@@ -65,7 +113,14 @@ def run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: A
             force_new=_flag(i, "new"),
             dry_run=dry_run,
         )
+        register(ctx)
         inputs = absolute_path_inputs({k: v for k, v in i.items() if k not in CONTROL_KEYS})
+        ctx.user_paths = _user_paths(inputs, env)
+        if not dry_run:
+            removed = ctx.cache.sweep()
+            if removed:
+                ctx.reporter.notice(f"removed {len(removed)} unfinished folder(s) that a killed run left in "
+                                    f"{os.path.dirname(removed[0])}")
         version_spec = {k: i[k] for k in ("version", "version_min", "version_max") if i.get(k)}
         result = run_script(ctx, tags, variations, artifact=i.get("artifact") or "", inputs=inputs,
                             env=dict(env), overrides=merge_overrides(adr), version_spec=version_spec)
@@ -104,27 +159,68 @@ def _matching_entries(i: dict[str, Any], root: str):
     return CacheStore(root).find(tags, variations)
 
 
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _short(value: Any, width: int = 70) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
+def _print_entries(entries: list, root: str, leftovers: list[str]) -> None:
+    if not entries:
+        print(f"no cache entries match in {root}")
+    now = time.time()
+    for entry in entries:
+        record = entry.record
+        variations = ",".join("_" + v for v in record.get("variations", []))
+        made = record.get("seconds", 0)
+        age = _age(now - record["created_at"]) if record.get("created_at") else record.get("created", "")
+        print(f"{entry.alias} {variations}".rstrip())
+        print(f"  {_size(folder_size(entry.path))}, made {age} in {made:.1f} s: {entry.path}")
+        key_env = (record.get("key_inputs") or {}).get("env") or {}
+        for name, value in sorted(key_env.items()):
+            print(f"    {name}={_short(value)}")
+    for path in leftovers:
+        print(f"unfinished (a killed run left it; the next run or `cm rm cache --all` removes it): {path}")
+
+
 def show_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
-    """`cm show cache [--tags=...]`: one line per entry, the full record with --out=json."""
+    """`cm show cache [--tags=...]`: each entry's script, variations, size, age and key inputs."""
     try:
         entries = _matching_entries(i, root)
     except ScriptError as e:
         return e.to_cm()
+    store = CacheStore(root)
+    leftovers = store.leftovers() if not i.get("tags") else []
     if i.get("out") == "con":
-        if not entries:
-            print(f"no cache entries match in {root}")
-        for entry in entries:
-            variations = ",".join("_" + v for v in entry.record.get("variations", []))
-            print(f"{entry.alias} {variations}\n  path: {entry.path}\n  created: {entry.record.get('created')}"
-                  f"  ({entry.record.get('seconds', 0)} s to make)")
-    return {"return": 0, "list": [{"path": e.path, **e.record} for e in entries]}
+        try:
+            _print_entries(entries, root, leftovers)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `cm show cache | head`: the reader has gone, which is fine
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+    return {"return": 0, "list": [{"path": e.path, **e.record} for e in entries], "unfinished": leftovers}
 
 
 def remove_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
     """`cm rm cache --tags=...`: several matches need --all, since we never prompt."""
     try:
         entries = _matching_entries(i, root)
-        if not entries:
+        sweeping = _flag(i, "all", "force", "f") and not i.get("tags")
+        if not entries and not (sweeping and CacheStore(root).leftovers()):
             raise ScriptError(f"no cache entry matches tags '{i.get('tags', '')}' in {root}")
         if len(entries) > 1 and not _flag(i, "all", "force", "f"):
             listing = "; ".join(f"{e.alias} {','.join('_' + v for v in e.record.get('variations', []))} ({e.path})"
@@ -136,6 +232,10 @@ def remove_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
             store.remove(entry)
             if i.get("out") == "con":
                 print(f"removed {entry.path}")
+        if sweeping:
+            for path in store.sweep():
+                if i.get("out") == "con":
+                    print(f"removed unfinished {path}")
     except ScriptError as e:
         return e.to_cm()
     return {"return": 0, "removed": [e.path for e in entries]}

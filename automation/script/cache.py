@@ -1,10 +1,12 @@
 """Cache entries: keyed by everything that changes a result, created atomically, guarded by a file lock.
 
 An entry is a folder `<root>/<alias>-<key16>/` holding the files the script produced and
-`cm-cache-entry.json` (the new env/state and how the key was made). A run works in a temporary
-folder under `<root>/.tmp/` and renames it into place only on success, so a killed run leaves no
-half-entry. CM keys by tags only; we also key by the script's own files and its inputs, so an edited
-script or a changed input never reuses a stale entry.
+`cm-cache-entry.json` (the new env/state, how the key was made, and the size of every file in the
+entry). A run works in a temporary folder `<root>/.tmp/<alias>-<pid>-*` and renames it into place only
+on success, so a killed run leaves no half-entry; what a killed run left in `.tmp` is removed by the
+next command that opens the cache once its process is gone. A hit is verified: every recorded file
+must be present with its size, else the entry is removed and rebuilt. What goes into a key is the
+engine's business (engine.cache_key); this module stores and finds entries.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,26 +25,6 @@ from filelock import FileLock
 from .errors import ScriptError
 
 ENTRY_FILE = "cm-cache-entry.json"
-_IGNORED_NAMES = {"__pycache__", ".pytest_cache", "__mojocache__"}
-_dir_hashes: dict[str, str] = {}
-
-
-def hash_script_dir(path: str) -> str:
-    """sha256 over the relative names and contents of a script's own files (memoised per process)."""
-    if path in _dir_hashes:
-        return _dir_hashes[path]
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d not in _IGNORED_NAMES and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith(".pyc") or name.startswith("tmp-"):
-                continue
-            full = os.path.join(root, name)
-            digest.update(os.path.relpath(full, path).encode() + b"\0")
-            with open(full, "rb") as f:
-                digest.update(hashlib.sha256(f.read()).digest())
-    _dir_hashes[path] = digest.hexdigest()
-    return _dir_hashes[path]
 
 
 def make_key(components: dict[str, Any]) -> str:
@@ -84,23 +67,59 @@ class CacheStore:
         os.makedirs(lock_dir, exist_ok=True)
         return FileLock(os.path.join(lock_dir, f"{alias}-{key[:16]}.lock"))
 
-    def lookup(self, alias: str, key: str) -> CacheEntry | None:
+    def lookup(self, alias: str, key: str, notice=None) -> CacheEntry | None:
+        """The verified entry for key, or None. A damaged entry is removed (with a one-line notice)."""
         path = self._entry_dir(alias, key)
         record = _read_record(path)
-        if record is None or record.get("key") != key:
+        if record is None:
+            if os.path.isdir(path):
+                self._remove_damaged(path, alias, "its record is missing or unreadable", notice)
+            return None
+        if record.get("key") != key:
+            return None
+        problem = _damage(path, record.get("files"))
+        if problem:
+            self._remove_damaged(path, alias, problem, notice)
             return None
         return CacheEntry(path, record)
 
+    def _remove_damaged(self, path: str, alias: str, problem: str, notice) -> None:
+        (notice or _stderr_notice)(f"cache entry {path} is damaged ({problem}): removing it and running {alias} again")
+        trash = self.new_workdir(alias + "-damaged")
+        try:
+            os.rename(path, os.path.join(trash, "old"))
+        except OSError:
+            pass
+        shutil.rmtree(trash, ignore_errors=True)
+
     def new_workdir(self, alias: str) -> str:
+        """A fresh folder under .tmp, named with this process's pid so a later run can tell it was abandoned."""
         tmp_root = os.path.join(self.root, ".tmp")
         os.makedirs(tmp_root, exist_ok=True)
-        return tempfile.mkdtemp(prefix=f"{alias}-", dir=tmp_root)
+        return tempfile.mkdtemp(prefix=f"{alias}-{os.getpid()}-", dir=tmp_root)
+
+    def leftovers(self) -> list[str]:
+        """Folders in .tmp whose process is gone (a killed run)."""
+        tmp_root = os.path.join(self.root, ".tmp")
+        try:
+            names = os.listdir(tmp_root)
+        except OSError:
+            return []
+        return [os.path.join(tmp_root, n) for n in sorted(names) if not _owner_alive(n)]
+
+    def sweep(self) -> list[str]:
+        """Remove what killed runs left in .tmp; returns what was removed."""
+        removed = self.leftovers()
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        return removed
 
     def commit(self, workdir: str, alias: str, key: str, record: dict[str, Any]) -> CacheEntry:
         """Write the record into workdir and rename it into place; paths inside it are rewritten."""
         final = self._entry_dir(alias, key)
         record = _replace_prefix(record, workdir, final)
-        record.update(key=key, script=alias, created=time.strftime("%Y-%m-%dT%H:%M:%S"), path=final)
+        record.update(key=key, script=alias, created=time.strftime("%Y-%m-%dT%H:%M:%S"), path=final,
+                      created_at=time.time(), files=_manifest(workdir))
         tmp_record = os.path.join(workdir, ENTRY_FILE + ".part")
         with open(tmp_record, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2, sort_keys=True)
@@ -138,6 +157,60 @@ class CacheStore:
         except OSError as e:
             raise ScriptError(f"cannot remove cache entry {entry.path}: {e}") from e
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _manifest(folder: str) -> dict[str, int]:
+    """Relative name -> size of every file an entry holds (its record aside): what a hit must still find."""
+    files: dict[str, int] = {}
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder)
+            if rel.startswith(ENTRY_FILE) or os.path.islink(full):
+                continue
+            files[rel] = os.path.getsize(full)
+    return files
+
+
+def _damage(path: str, files: dict[str, int] | None) -> str:
+    """Why an entry cannot be trusted ('' when every recorded file is there with its size)."""
+    for rel, size in (files or {}).items():
+        try:
+            actual = os.path.getsize(os.path.join(path, rel))
+        except OSError:
+            return f"{rel} is missing"
+        if actual != size:
+            return f"{rel} has {actual} bytes, {size} when it was made"
+    return ""
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process that made .tmp/<alias>-<pid>-xxxx is still running (unknown names count as alive)."""
+    parts = name.rsplit("-", 2)
+    if len(parts) < 3 or not parts[1].isdigit():
+        return True
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stderr_notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def folder_size(path: str) -> int:
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _read_record(path: str) -> dict[str, Any] | None:

@@ -17,9 +17,12 @@ from typing import IO, Any
 
 from . import deps as depslib
 from . import env as envlib
+from . import inputs as inputslib
 from . import runner
-from .cache import CacheStore, hash_script_dir, make_key
+from .cache import CacheStore, make_key
+from .codehash import hash_code
 from .errors import ScriptError
+from .fingerprint import fingerprint, looks_like_path
 from .meta import ScriptMeta
 from .report import Reporter
 from .search import ScriptIndex, parse_tags
@@ -43,6 +46,25 @@ class RunContext:
     dry_run: bool = False
     steps: list[dict[str, Any]] = field(default_factory=list)
     stack: list[str] = field(default_factory=list)
+    user_paths: set[str] = field(default_factory=set)  # paths the user gave: fingerprinted in full (folders too)
+
+    def path_fingerprints(self, values: dict[str, Any]) -> dict[str, str]:
+        """Fingerprints of the absolute paths among env values (see fingerprint.py): what a result read by path.
+
+        Paths inside the cache are skipped (the producing entry's key and its verified files cover them). A
+        folder is walked when the user gave it (an input or --env); other folders (installed packages, say)
+        count by their own status only, since walking site-packages on every run would cost seconds.
+        """
+        result = {}
+        for key, value in sorted(values.items()):
+            if not looks_like_path(value) or value.startswith(self.cache.root + os.sep):
+                continue
+            if value in self.user_paths or os.path.isfile(value):
+                result[key] = fingerprint(value)
+            elif os.path.isdir(value):
+                st = os.stat(value)
+                result[key] = f"dir:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        return result
 
 
 @dataclass
@@ -51,6 +73,7 @@ class ScriptResult:
     new_state: dict[str, Any]
     version: str = ""
     cache_path: str | None = None
+    key: str = ""  # identifies this result in its consumers' cache keys (the entry key when cached)
 
 
 @dataclass
@@ -64,7 +87,8 @@ class _Prepared:
     version: str
     key_patterns: list[str]
     own_env: dict[str, Any]
-    done_deps: set[int] = field(default_factory=set)  # deps already run (detection deps of cached scripts)
+    done_deps: set[int] = field(default_factory=set)  # deps already run (a cached script's, before its key)
+    dep_keys: list[str] = field(default_factory=list)  # keys of the results of those deps, in order
 
     @property
     def key_env(self) -> dict[str, Any]:
@@ -148,14 +172,30 @@ def prepare(ctx: RunContext, script: ScriptMeta, requested_variations: list[str]
     return prepared
 
 
-def cache_key(prepared: _Prepared) -> str:
-    return make_key({
+def key_inputs(ctx: RunContext, prepared: _Prepared) -> dict[str, Any]:
+    """Everything a cached result depends on (Bazel's and Nix's idea): the code it runs (its folder and the
+    collection modules it imports), its variations, version and key env, fingerprints of the files and
+    folders that env names, and the keys of the dependencies whose outputs it consumed."""
+    key_env = prepared.key_env
+    return {
         "uid": prepared.script.uid or prepared.script.alias,
-        "files": hash_script_dir(prepared.script.path),
+        "code": hash_code(prepared.script.path, ctx.index.repo_paths),
         "variations": prepared.variations,
         "version": prepared.version,
-        "env": prepared.key_env,
-    })
+        "env": key_env,
+        "paths": ctx.path_fingerprints(key_env),
+        "deps": prepared.dep_keys,
+    }
+
+
+def cache_key(ctx: RunContext, prepared: _Prepared) -> str:
+    return make_key(key_inputs(ctx, prepared))
+
+
+def result_key(ctx: RunContext, alias: str, result: ScriptResult) -> str:
+    """The key of an uncached result: what it handed on, with fingerprints of the paths among it."""
+    return make_key({"script": alias, "env": result.new_env, "state": result.new_state, "version": result.version,
+                     "paths": ctx.path_fingerprints(result.new_env)})
 
 
 def rerun_command(prepared: _Prepared) -> str:
@@ -175,6 +215,9 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     version_spec = version_spec or {}
     state = state if state is not None else {}
     script = ctx.index.find_one(tags, artifact)
+    if depth == 0:  # inputs reach the script the user runs: check them before anything runs
+        variations = inputslib.select_variations(script.meta, script.alias, variations, inputs)
+        inputs = inputslib.check_values(script.meta.get("input_description") or {}, inputs)
     if script.path in ctx.stack:
         chain = " -> ".join(os.path.basename(p) for p in [*ctx.stack, script.path])
         raise ScriptError(f"dependency cycle: {chain}")
@@ -199,9 +242,12 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
         else:
             if ctx.dry_run:
                 ctx.reporter.dry_run(depth, script.alias, prepared.variations, "runs every time")
+                step["cache"] = "unknown"  # its outputs (and so its consumers' keys) are known only when it runs
             result = _execute(ctx, prepared, inputs, state, overrides or {}, depth, os.getcwd())
     finally:
         ctx.stack.pop()
+    if not result.key:
+        result.key = result_key(ctx, script.alias, result)
     step["seconds"] = round(time.perf_counter() - started, 3)
     if step["cache"] != "hit" and not ctx.dry_run:
         ctx.reporter.finish(depth, script.alias, step["seconds"], result.cache_path)
@@ -213,18 +259,22 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
 def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state: dict[str, Any],
                 overrides: dict[str, Any], depth: int, step: dict[str, Any]) -> ScriptResult:
     alias = prepared.script.alias
-    _run_detection_deps(ctx, prepared, state, overrides, depth)
-    key = cache_key(prepared)
+    # Dependencies first, hit or miss: their results are part of this script's key (cached ones are hits).
+    complete = _run_pre_deps(ctx, prepared, state, overrides, depth)
     force_new = ctx.force_new and depth == 0
     if ctx.dry_run:
-        entry = None if force_new else ctx.cache.lookup(alias, key)
-        ctx.reporter.dry_run(depth, alias, prepared.variations, "cache hit" if entry else "cache miss: would run")
+        key = cache_key(ctx, prepared) if complete else ""
+        entry = None if force_new or not key else ctx.cache.lookup(alias, key, ctx.reporter.notice)
+        status = "cache hit" if entry else (
+            "cache miss: would run" if complete else "cache unknown until a dependency runs")
+        ctx.reporter.dry_run(depth, alias, prepared.variations, status)
         step["cache"] = "hit" if entry else "miss"
         if entry:
             return _from_entry(entry.record, entry.path)
         return _execute(ctx, prepared, inputs, state, overrides, depth, os.getcwd())
+    key = cache_key(ctx, prepared)
     with ctx.cache.lock(alias, key):
-        entry = None if force_new else ctx.cache.lookup(alias, key)
+        entry = None if force_new else ctx.cache.lookup(alias, key, ctx.reporter.notice)
         if entry is not None:
             step.update(cache="hit", cache_path=entry.path)
             ctx.reporter.cache_hit(depth, alias, prepared.variations, entry.path)
@@ -238,7 +288,7 @@ def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], st
             record = {
                 "tags": prepared.script.tags, "uid": prepared.script.uid, "variations": prepared.variations,
                 "version": result.version, "new_env": result.new_env, "new_state": result.new_state,
-                "key_inputs": {"env": prepared.key_env, "script_files": hash_script_dir(prepared.script.path)},
+                "key_inputs": key_inputs(ctx, prepared),
                 "seconds": round(time.perf_counter() - started, 3),
             }
             entry = ctx.cache.commit(workdir, alias, key, record)
@@ -246,12 +296,12 @@ def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], st
             ctx.cache.discard(workdir)  # nothing half-written stays behind
             raise
     step["cache_path"] = entry.path
-    return ScriptResult(entry.record["new_env"], entry.record["new_state"], result.version, entry.path)
+    return ScriptResult(entry.record["new_env"], entry.record["new_state"], result.version, entry.path, key)
 
 
 def _from_entry(record: dict[str, Any], path: str) -> ScriptResult:
     return ScriptResult(copy.deepcopy(record.get("new_env", {})), copy.deepcopy(record.get("new_state", {})),
-                        record.get("version", ""), path)
+                        record.get("version", ""), path, record.get("key", ""))
 
 
 def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state: dict[str, Any],
@@ -305,30 +355,32 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
     return ScriptResult(new_env, new_state, version)
 
 
-def _run_detection_deps(ctx: RunContext, prepared: _Prepared, state: dict[str, Any], overrides: dict[str, Any],
-                        depth: int) -> None:
-    """Run the `side_effect_free` deps of a cached script first: what they detect (CPU, TVM version)
-    is part of its cache key even when no caller ran them before."""
+def _run_pre_deps(ctx: RunContext, prepared: _Prepared, state: dict[str, Any], overrides: dict[str, Any],
+                  depth: int) -> bool:
+    """Run a cached script's `deps` before its key is made, recording each result's key. Returns False under
+    --dry-run when a dependency would run (its outputs, and so this key, are not known yet)."""
     child_overrides = depslib.merge_overrides(prepared.merged("add_deps_recursive"), overrides)
     direct_overrides = depslib.merge_overrides(
         prepared.merged("add_deps_recursive"), prepared.merged("add_deps"), overrides)
+    complete = True
     for block in prepared.blocks:
         for dep in block.get("deps") or []:
-            resolved = depslib.apply_overrides(dep, direct_overrides)
-            if not depslib.should_run(resolved, prepared.env):
-                continue
-            tags, _ = parse_tags(depslib.resolve_tags(resolved, prepared.env))
-            if ctx.index.find_one(tags).meta.get("side_effect_free"):
-                _run_dependency(ctx, dep, prepared.env, state, direct_overrides, child_overrides, depth)
-                prepared.done_deps.add(id(dep))
+            before = len(ctx.steps)
+            result = _run_dependency(ctx, dep, prepared.env, state, direct_overrides, child_overrides, depth)
+            prepared.done_deps.add(id(dep))
+            if result is not None:
+                prepared.dep_keys.append(result.key)
+                complete = complete and not any(s["cache"] in ("miss", "unknown") for s in ctx.steps[before:])
+    return complete
 
 
 def _run_dependency(ctx: RunContext, dep: dict[str, Any], env: dict[str, Any], state: dict[str, Any],
-                    direct_overrides: dict[str, Any], child_overrides: dict[str, Any], depth: int) -> None:
+                    direct_overrides: dict[str, Any], child_overrides: dict[str, Any],
+                    depth: int) -> ScriptResult | None:
     dep = depslib.apply_overrides(dep, direct_overrides)
     if not depslib.should_run(dep, env):
         ctx.reporter.skipped(depth + 1, str(dep.get("tags")), "enable_if_env/skip_if_env")
-        return
+        return None
     tags, variations = parse_tags(depslib.resolve_tags(dep, env))
     child_env = copy.deepcopy(env)
     envlib.merge(child_env, dep.get("env"))
@@ -338,3 +390,4 @@ def _run_dependency(ctx: RunContext, dep: dict[str, Any], env: dict[str, Any], s
     envlib.merge(env, result.new_env)
     envlib.merge(env, ctx.user_env)
     state.update(result.new_state)
+    return result

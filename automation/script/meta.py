@@ -34,7 +34,10 @@ _COMMON_KEYS = {
     "new_state_keys", "input_mapping", "cache_key_env", "default_variations",
 }
 
-VARIATION_KEYS = _COMMON_KEYS | {"group", "default", "base", "alias", "desc", "version", "default_version"}
+VARIATION_KEYS = _COMMON_KEYS | {
+    "group", "default", "base", "alias", "desc", "version", "default_version", "input_description",
+    "selected_by_inputs",
+}
 VERSION_KEYS = _COMMON_KEYS | {"desc"}
 SCRIPT_KEYS = _COMMON_KEYS | {
     "alias", "uid", "automation_alias", "automation_uid", "tags", "cache", "desc", "category",

@@ -19,6 +19,11 @@ class Reporter:
     def _label(alias: str, variations: list[str]) -> str:
         return alias + ("" if not variations else " " + ",".join("_" + v for v in variations))
 
+    def notice(self, text: str) -> None:
+        """A one-line notice that is shown even with --silent (a damaged cache entry, leftovers removed)."""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def start(self, depth: int, alias: str, variations: list[str], cached: bool) -> None:
         self._line(depth, f"* {self._label(alias, variations)}" + (" (cache miss: running)" if cached else ""))
 

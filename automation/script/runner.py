@@ -6,9 +6,11 @@ its environment. Results come back through CM's files `tmp-run-env.out` and `tmp
 from __future__ import annotations
 
 import collections
+import ctypes
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from types import ModuleType
@@ -105,12 +107,21 @@ def run_native(
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     with subprocess.Popen(
         command, cwd=run_dir, env=process_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1,
+        text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent,
     ) as process:
-        for line in process.stdout:
-            output.write(line)
-            tail.append(line.rstrip("\n"))
-        code = process.wait()
+        try:
+            for line in process.stdout:
+                output.write(line)
+                tail.append(line.rstrip("\n"))
+            code = process.wait()
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the step must not outlive us
+            stop_process(process)
+            raise
+    if code < 0:
+        raise ScriptError(
+            f"script '{alias}' crashed: {os.path.basename(command[-1])} was killed by signal "
+            f"{_signal_name(-code)}.\n  last lines of its output:\n    " + ("\n    ".join(tail) or "(no output)")
+            + f"\n  re-run just this step: {rerun_command}", code=2)
     if code != 0:
         last = "\n    ".join(tail) or "(no output)"
         raise ScriptError(
@@ -120,6 +131,37 @@ def run_native(
             code=2,
         )
     return read_run_results(run_dir, alias)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when `cm` dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except OSError:  # pragma: no cover
+            pass
+
+
+def stop_process(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def read_run_results(run_dir: str, alias: str) -> tuple[dict[str, str], dict[str, Any]]:
