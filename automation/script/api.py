@@ -65,7 +65,7 @@ def run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: A
         return _run(i, repo_paths, cache_root, automation, _set)
     except (KeyboardInterrupt, Interrupted) as e:
         code = 130 if isinstance(e, KeyboardInterrupt) else 143
-        where = os.path.basename(_current[0].stack[-1]) if _current and _current[0].stack else "cm"
+        where = (_current[0].failed_in if _current else "") or "cm"
         return {"return": code, "error": f"interrupted in {where}; nothing cached"}
     finally:
         if previous is not None:

@@ -46,6 +46,7 @@ class RunContext:
     dry_run: bool = False
     steps: list[dict[str, Any]] = field(default_factory=list)
     stack: list[str] = field(default_factory=list)
+    failed_in: str = ""  # the innermost script a failure or an interrupt came from
     user_paths: set[str] = field(default_factory=set)  # paths the user gave: fingerprinted in full (folders too)
 
     def path_fingerprints(self, values: dict[str, Any]) -> dict[str, str]:
@@ -244,6 +245,9 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
                 ctx.reporter.dry_run(depth, script.alias, prepared.variations, "runs every time")
                 step["cache"] = "unknown"  # its outputs (and so its consumers' keys) are known only when it runs
             result = _execute(ctx, prepared, inputs, state, overrides or {}, depth, os.getcwd())
+    except BaseException:
+        ctx.failed_in = ctx.failed_in or script.alias
+        raise
     finally:
         ctx.stack.pop()
     if not result.key:

@@ -49,6 +49,10 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         os.kill(os.getpid(), sig)
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    sys.exit(128 + signum)
+
+
 def write_results(env: Mapping[str, Any] | None = None, state: Mapping[str, Any] | None = None,
                   directory: str = ".") -> None:
     """Write the step's new env (strings) and state (JSON) where the engine reads them."""
@@ -81,10 +85,13 @@ def env_int(env: Mapping[str, str], key: str, default: int, flag: str, minimum: 
 def main(step: Callable[[Mapping[str, str]], tuple[Mapping[str, Any] | None, Mapping[str, Any] | None] | None]) -> None:
     """Run `step(os.environ)`, write its results, exit 1 with one line on StepError."""
     die_with_parent()
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` blocks run: pools are closed, temp files removed
     try:
         result = step(os.environ) or ({}, {})
     except StepError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; cm reports it in one line
+        sys.exit(130)
     new_env, new_state = result
     write_results(new_env, new_state)
