@@ -164,6 +164,16 @@ def memory_gb() -> float:
     return 0.0
 
 
+def _archspec_facts(vendor: str, flags: list[str], arch: str) -> tuple[str, str, list[str], str]:
+    """(microarchitecture, family, family extras, LLVM cpu name or "") from archspec; generic values without it."""
+    try:
+        from cm_mlperf.tvm import family as cpu_family
+    except ImportError:  # archspec not installed: the rule table decides alone
+        return arch, arch, [], ""
+    return (cpu_family.microarchitecture(vendor, flags, arch), cpu_family.family_from_flags(flags, arch),
+            cpu_family.family_extras(flags), cpu_family.llvm_cpu_name(vendor, flags, arch))
+
+
 def cpu_env(cpuinfo_text: str | None = None, arch: str | None = None, mcpu_override: str = "") -> dict[str, str]:
     """The CM_HOST_CPU_* / CM_HOST_MEMORY_GB env for this host (or for the given cpuinfo text)."""
     text = read_cpuinfo() if cpuinfo_text is None else cpuinfo_text
@@ -179,7 +189,12 @@ def cpu_env(cpuinfo_text: str | None = None, arch: str | None = None, mcpu_overr
             physical = None
     physical = physical or logical
     model = facts["model_name"] or platform.processor() or "unknown"
-    mcpu = mcpu_override.strip() or str(facts["llvm_mcpu"])
+    vendor, flags, arch = str(facts["vendor_id"] or ""), list(facts["flags"]), str(facts["arch"])
+    # archspec (a maintained CPU database) names the microarchitecture and the -march LLVM takes for it; the rule
+    # table above is the fallback for CPUs archspec cannot place (an unknown model, a bare x86-64 level)
+    microarch, family, extras, from_archspec = _archspec_facts(vendor, flags, arch)
+    mcpu = mcpu_override.strip() or from_archspec or str(facts["llvm_mcpu"])
+    source = "override" if mcpu_override.strip() else ("archspec" if from_archspec else "isa-flags")
     return {
         "CM_HOST_CPU_MODEL_NAME": str(model),
         "CM_HOST_CPU_VENDOR_ID": str(facts["vendor_id"] or "unknown"),
@@ -189,6 +204,9 @@ def cpu_env(cpuinfo_text: str | None = None, arch: str | None = None, mcpu_overr
         "CM_HOST_CPU_SOCKETS": str(facts["sockets"] or 1),
         "CM_HOST_CPU_FLAGS": " ".join(facts["flags"]),
         "CM_HOST_CPU_LLVM_MCPU": mcpu,
-        "CM_HOST_CPU_LLVM_MCPU_SOURCE": "override" if mcpu_override.strip() else "isa-flags",
+        "CM_HOST_CPU_LLVM_MCPU_SOURCE": source,
+        "CM_HOST_CPU_MICROARCH": microarch,
+        "CM_HOST_CPU_FAMILY": family,
+        "CM_HOST_CPU_FAMILY_EXTRAS": " ".join(extras),
         "CM_HOST_MEMORY_GB": f"{memory_gb():.1f}",
     }

@@ -3,12 +3,14 @@ a tiny generated ONNX model (conv + batchnorm + relu + global-average-pool + mat
 against onnxruntime. No network; about 20-30 s, most of it TVM compiling the tiny model twice."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cm_mlperf.tvm.steps import compile_from_env
 
 from tests.conftest import SCRIPTS_DIR
 
@@ -222,27 +224,41 @@ def make_tiny_onnx(path: Path, seed: int = 1, batch: int = 1) -> Path:
     return path
 
 
+def full_step(customize, step, i: dict) -> dict:
+    """What the engine does: customize.preprocess (cheap checks), then the run step in this process."""
+    from cm_mlperf.run_step import StepError
+
+    r = customize.preprocess(i)
+    if r["return"]:
+        return r
+    try:
+        new_env, _ = step(i["env"])
+    except StepError as e:
+        return {"return": 1, "error": str(e)}
+    i["env"].update(new_env)
+    return {"return": 0}
+
+
 def _tvm_module(module: str):
     pytest.importorskip("tvm")
     pytest.importorskip("onnxruntime")
-    from tests.conftest import load_script_module
 
-    return load_script_module("compile-tvm-model", module)
+    return importlib.import_module(f"cm_mlperf.tvm.{module}")
 
 
 @pytest.fixture(scope="module")
 def tvm_compile_model():
-    return _tvm_module("tvm_compile_model")
+    return _tvm_module("compile")
 
 
 @pytest.fixture(scope="module")
 def tvm_frontend():
-    return _tvm_module("tvm_frontend")
+    return _tvm_module("frontend")
 
 
 @pytest.fixture(scope="module")
 def tvm_verify():
-    return _tvm_module("tvm_verify")
+    return _tvm_module("verify")
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +293,7 @@ def compiled_b1(tiny, tvm_compile_model, tmp_path_factory) -> dict:
     old = os.getcwd()
     os.chdir(run_dir)
     try:
-        r = customize.preprocess(i)
+        r = full_step(customize, compile_from_env, i)
     finally:
         os.chdir(old)
     assert r["return"] == 0, r.get("error")
@@ -342,7 +358,7 @@ def test_bad_mcpu_is_a_clear_error(tiny, script_module, tmp_path, monkeypatch):
     customize = script_module("compile-tvm-model")
     monkeypatch.chdir(tmp_path)
     i = _i("compile-tvm-model", {"CM_ML_MODEL_FILE_WITH_PATH": str(tiny), "CM_TVM_MCPU": "pentium-9000"})
-    r = customize.preprocess(i)
+    r = full_step(customize, compile_from_env, i)
     assert r["return"] == 1
     assert "pentium-9000" in r["error"] and "--mcpu" in r["error"]
     assert not list(tmp_path.glob("*.so"))
@@ -360,7 +376,7 @@ def test_corrupt_onnx_is_a_clear_error(script_module, tmp_path, monkeypatch):
     bad.write_bytes(b"\x08\x07garbage, not a protobuf \xff\xfe" * 10)
     customize = script_module("compile-tvm-model")
     monkeypatch.chdir(tmp_path)
-    r = customize.preprocess(_i("compile-tvm-model", {"CM_ML_MODEL_FILE_WITH_PATH": str(bad),
+    r = full_step(customize, compile_from_env, _i("compile-tvm-model", {"CM_ML_MODEL_FILE_WITH_PATH": str(bad),
                                                       "CM_TVM_MCPU": "x86-64"}))
     assert r["return"] == 1 and "broken.onnx" in r["error"] and "fetch the model again" in r["error"]
     r = customize.preprocess(_i("compile-tvm-model", {"CM_TVM_MCPU": "x86-64"}))

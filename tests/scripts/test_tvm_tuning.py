@@ -4,6 +4,7 @@ resuming from the database, the errors for bad inputs, and the app's _tune varia
 on two cores (two short tunings with a small search population)."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cm_mlperf.tvm.steps import tune_from_env
 
 from tests.conftest import REPO_ROOT, SCRIPTS_DIR, load_script_module
 
@@ -40,6 +42,22 @@ def make_tune_onnx(path: Path, seed: int = 1) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+
+def full_step(customize, step, i: dict) -> dict:
+    """What the engine does: customize.preprocess (cheap checks), then the run step in this process."""
+    from cm_mlperf.run_step import StepError
+
+    r = customize.preprocess(i)
+    if r["return"]:
+        return r
+    try:
+        new_env, _ = step(i["env"])
+    except StepError as e:
+        return {"return": 1, "error": str(e)}
+    i["env"].update(new_env)
+    return {"return": 0}
 
 
 def model_env(path: Path) -> dict[str, str]:
@@ -95,7 +113,7 @@ def tune_customize():
 @pytest.fixture(scope="module")
 def tune_model_mod():
     pytest.importorskip("tvm")
-    return load_script_module("tune-tvm-model", "tvm_tune_model")
+    return importlib.import_module("cm_mlperf.tvm.tune")
 
 
 # ----------------------------------------------------------------------------- tuning, then compiling with it
@@ -123,7 +141,7 @@ def test_tuned_library_matches_onnxruntime(tuned, tiny):
     assert float(env["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
     info = json.loads(Path(env["CM_TVM_COMPILE_INFO"]).read_text())
     assert info["tuning_database"] is True and info["verification"]["passed"] is True
-    verify = load_script_module("compile-tvm-model", "tvm_verify")
+    verify = importlib.import_module("cm_mlperf.tvm.verify")
     x = np.random.default_rng(5).standard_normal((4, 3, 8, 8)).astype(np.float32)
     report = verify.verify_against_onnxruntime(env["CM_TVM_MODEL_SO"], tiny, {"other": x[:1]}, log=lambda m: None)
     assert report["passed"] and report["max_rel_err"] < 1e-4
@@ -148,7 +166,7 @@ def test_resume_keeps_every_record(tuned, tiny, tune_customize, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     env = {**model_env(tiny), "CM_TVM_TUNING_TRIALS": "3", "CM_TVM_TUNING_RESUME_FROM": str(src)}
     i = _i(env)
-    r = tune_customize.preprocess(i)
+    r = full_step(tune_customize, tune_from_env, i)
     assert r["return"] == 0, r.get("error")
     out = capsys.readouterr().out
     assert "--trials=3 is below 3 tasks x 4 trials" in out and "raised to 12" in out  # the budget rule, said
@@ -164,10 +182,10 @@ def test_resume_keeps_every_record(tuned, tiny, tune_customize, tmp_path, monkey
 # ----------------------------------------------------------------------------- clear errors, checked before tuning
 
 @pytest.mark.parametrize("extra,message", [
-    ({"CM_TVM_TUNING_TRIALS": "lots"}, "--trials must be an integer, got CM_TVM_TUNING_TRIALS='lots'"),
+    ({"CM_TVM_TUNING_TRIALS": "lots"}, "--trials must be an integer, got 'lots'"),
     ({"CM_TVM_TUNING_TRIALS": "0"}, "--trials must be at least 1"),
     ({"CM_TVM_TUNING_TRIALS": "2.5"}, "--trials must be an integer"),
-    ({"CM_TVM_TUNING_RESUME_FROM": "/nonexistent/tuning-db"}, "--resume_from=/nonexistent/tuning-db: no such folder"),
+    ({"CM_TVM_TUNING_RESUME_FROM": "/nonexistent/tuning-db"}, "--resume_from=/nonexistent/tuning-db: no such"),
     ({"CM_TVM_TUNING_RESUME_FROM": "relative/db-that-is-nowhere"}, "as an absolute path"),
     ({"CM_TVM_TUNING_BUILDER": "magic"}, "unknown --builder=magic"),
 ])
@@ -195,7 +213,7 @@ def test_tasks_come_from_the_module_the_tuned_build_applies_the_database_to(tiny
     after its own first passes. They must give the same module, or no record would ever match."""
     import tvm
 
-    build = load_script_module("compile-tvm-model", "tvm_build")
+    build = importlib.import_module("cm_mlperf.tvm.build")
     target = tune_model_mod.tvm_target.make_target("x86-64", 2)
     mod = tune_model_mod.tvm_frontend.import_onnx(str(tiny), "x", [1, 3, 8, 8])
     seq = build.make_pipeline("default", target, tuned["env"]["CM_TVM_TUNING_DATABASE_DIR"])
@@ -223,7 +241,7 @@ def test_budget_gives_every_task_a_batch(tune_model_mod):
 def test_cheap_stack_matches_inspect_stack():
     import inspect
 
-    builders = load_script_module("tune-tvm-model", "tvm_tune_builders")
+    builders = importlib.import_module("cm_mlperf.tvm.tune_builders")
 
     def probe():
         return inspect.stack(), builders._cheap_stack()

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tvm_errors import TVMCompileError
-from tvm_target import target_json
+from cm_mlperf.tvm.errors import TVMCompileError
+from cm_mlperf.tvm.target import target_json
 
 DEFAULT_PIPELINE = "default"
 # name -> what it does (see make_pipeline)

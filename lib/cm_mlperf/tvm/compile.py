@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tvm_build import DEFAULT_PIPELINE, build, export_library
-from tvm_errors import TVMCompileError
-from tvm_frontend import import_onnx, load_onnx, model_input_shape, resolve_input_name, set_batch_size
-from tvm_log import Heartbeat, Log
-from tvm_log import log as _log
-from tvm_target import MCPU_FLAG_HINT, make_target, missing_host_features, target_json
-from tvm_verify import DEFAULT_RTOL, verification_inputs, verify_against_onnxruntime
+from cm_mlperf.tvm.build import DEFAULT_PIPELINE, build, export_library
+from cm_mlperf.tvm.errors import TVMCompileError
+from cm_mlperf.tvm.frontend import import_onnx, load_onnx, model_input_shape, resolve_input_name, set_batch_size
+from cm_mlperf.tvm.log import Heartbeat, Log
+from cm_mlperf.tvm.log import log as _log
+from cm_mlperf.tvm.target import MCPU_FLAG_HINT, make_target, missing_host_features, target_json
+from cm_mlperf.tvm.verify import DEFAULT_RTOL, verification_inputs, verify_against_onnxruntime
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

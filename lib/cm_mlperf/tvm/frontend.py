@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tvm_errors import TVMCompileError
+from cm_mlperf.tvm.errors import TVMCompileError
 
 
 def load_onnx(path: str | os.PathLike[str]) -> Any:

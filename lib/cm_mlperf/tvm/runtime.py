@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tvm_errors import TVMCompileError
+
+from cm_mlperf.tvm.errors import TVMCompileError
 
 
 def load_vm(so_path: str | os.PathLike[str]) -> Any:

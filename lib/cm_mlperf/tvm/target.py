@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from tvm_errors import TVMCompileError
+from cm_mlperf.tvm.errors import TVMCompileError
 
 # LLVM CPU feature -> /proc/cpuinfo flag: if the target needs it and the host lacks it, the library
 # would die with SIGILL here (so it cannot be verified on this machine).

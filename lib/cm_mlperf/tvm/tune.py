@@ -3,8 +3,8 @@ JSON database (database_workload.json + database_tuning_record.json) that compil
 
     info = tune_model("model.onnx", batch_size=1, mcpu="znver3", num_cores=2, trials=2000, out_dir=".")
 
-The model is imported exactly as compile-tvm-model imports it (its tvm_frontend / tvm_target modules are reused, so
-the tuned TIR functions are the ones its build looks up), legalised and fused by Relax's zero pipeline (the steps
+The model is imported exactly as compile-tvm-model imports it (the same cm_mlperf.tvm frontend and target modules,
+so the tuned TIR functions are the ones its build looks up), legalised and fused by Relax's zero pipeline (the steps
 compile-tvm-model's tuned build runs before MetaScheduleApplyDatabase), then every fused TIR function becomes a
 tuning task. Tuning appends to the database in out_dir; `resume_from` copies an existing database there first, so
 records accumulate across runs and machines.
@@ -15,17 +15,17 @@ import importlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import tvm_tune_builders
-from tvm_tune_progress import TuningProgress
+from cm_mlperf.tvm import errors as tvm_errors
+from cm_mlperf.tvm import frontend as tvm_frontend
+from cm_mlperf.tvm import target as tvm_target
+from cm_mlperf.tvm import tune_builders as tvm_tune_builders
+from cm_mlperf.tvm.tune_progress import TuningProgress
 
-COMPILE_SCRIPT_DIR = Path(__file__).resolve().parent.parent / "compile-tvm-model"
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
 DEFAULT_TRIALS = 2000
 MIN_TRIALS_PER_TASK = 4  # below this a task's first measured batch is too small to be worth it
@@ -33,24 +33,6 @@ MAX_TRIALS_PER_ITER = 64  # MetaSchedule's default batch (candidates measured pe
 DEFAULT_POPULATION = 512  # the evolutionary search's population (MetaSchedule's default)
 COST_MODELS = ("auto", "xgb", "random")
 Log = Callable[[str], None]
-
-
-def _compile_module(name: str) -> ModuleType:
-    """A module of compile-tvm-model (the same files its build uses), imported by name from its folder."""
-    if name in sys.modules:
-        return sys.modules[name]
-    if not (COMPILE_SCRIPT_DIR / f"{name}.py").is_file():
-        raise ImportError(f"tune-tvm-model needs compile-tvm-model's {name}.py beside it ({COMPILE_SCRIPT_DIR})")
-    sys.path.insert(0, str(COMPILE_SCRIPT_DIR))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(COMPILE_SCRIPT_DIR))
-
-
-tvm_errors = _compile_module("tvm_errors")
-tvm_frontend = _compile_module("tvm_frontend")
-tvm_target = _compile_module("tvm_target")
 
 
 class TVMTuningError(tvm_errors.TVMCompileError):
@@ -193,7 +175,7 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
                min_trials_per_task: int = MIN_TRIALS_PER_TASK, max_trials_per_iter: int = MAX_TRIALS_PER_ITER,
                min_repeat_ms: int = 100, population: int = DEFAULT_POPULATION, seed: int | None = None,
                host_flags: Sequence[str] = (), model_sha256: str = "", progress_bar: bool = True,
-               log: Log = log) -> dict[str, Any]:
+               rpc: dict[str, Any] | None = None, log: Log = log) -> dict[str, Any]:
     """Tune and write the database (+ tuning-info.json, logs/) into out_dir. Returns the info dict plus
     'database_dir' (absolute)."""
     import tvm
@@ -215,7 +197,7 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         log(f"resuming from {src}: {w} workloads, {r} tuning records copied in")
 
     target = tvm_target.make_target(mcpu, int(num_cores))
-    missing = tvm_target.missing_host_features(target, host_flags)
+    missing = [] if rpc else tvm_target.missing_host_features(target, host_flags)
     if missing:
         raise TVMTuningError(f"--mcpu={mcpu} lets LLVM use {', '.join(missing)}, which this CPU lacks: tuning measures "
                              f"the candidates here, so they would crash. Tune on a machine with that CPU, or "
@@ -265,8 +247,9 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 tasks, work_dir=str(out), strategy=strategy, num_threads=int(num_cores), seed=seed)
             builder_obj = tvm_tune_builders.make_builder(builder, max_workers=int(num_cores), on_batch=progress.built)
-            runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-                number=3, repeat=1, min_repeat_ms=int(min_repeat_ms), enable_cpu_cache_flush=False))
+            evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=int(min_repeat_ms),
+                                                  enable_cpu_cache_flush=False)
+            runner = make_runner(evaluator, rpc, log)
             callbacks = list(ms.measure_callback.MeasureCallback.create("default")) + [progress.callback()]
             cost_obj = ms.cost_model.CostModel.create(
                 cost, **({"num_tuning_cores": int(num_cores)} if cost == "xgb" else {}))
@@ -317,6 +300,7 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         "trials_per_batch": plan["per_iter"],
         "trials_done": progress.total_trials,
         "builder": builder,
+        "measured_on": (f"rpc tracker {rpc['host']}:{rpc['port']} key {rpc['key']}" if rpc else "local"),
         "cost_model": cost,
         "tasks": len(tasks),
         "tasks_with_records": len(tasks) - len(untuned),
@@ -336,6 +320,26 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         f"{records} records ({records - resumed['records']} new); {len(tasks) - len(untuned)}/{len(tasks)} tasks "
         f"tuned, {applied} of the model's {functions} TIR functions get a tuned schedule")
     return {**info, "database_dir": str(out)}
+
+
+def make_runner(evaluator: Any, rpc: dict[str, Any] | None, log: Log = log) -> Any:
+    """Where candidates are measured: here (LocalRunner), or on the RPC servers registered with a TVM tracker under
+    a key (RPCRunner: one measurement in flight per server)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if not rpc:
+        return ms.runner.LocalRunner(evaluator_config=evaluator)
+    from cm_mlperf.tvm import rpc as tvm_rpc
+
+    servers = int(rpc.get("servers") or 0) or tvm_rpc.count_servers(rpc["host"], int(rpc["port"]), rpc["key"])
+    if servers < 1:
+        raise TVMTuningError(f"the RPC tracker {rpc['host']}:{rpc['port']} has no free server under the key "
+                             f"'{rpc['key']}': start some (cm run script --tags=start,tvm,rpc-server "
+                             f"--rpc_tracker={rpc['host']}:{rpc['port']} --rpc_key={rpc['key']})")
+    log(f"measuring on {servers} RPC server(s) of tracker {rpc['host']}:{rpc['port']}, key '{rpc['key']}'")
+    config = ms.runner.RPCConfig(tracker_host=rpc["host"], tracker_port=int(rpc["port"]), tracker_key=rpc["key"],
+                                 session_timeout_sec=int(rpc.get("timeout") or 120))
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=servers)
 
 
 def count_tuned_functions(mod: Any, target: Any, database: Any) -> tuple[int, int]:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tvm_errors import TVMVerificationError
-from tvm_frontend import load_onnx, resolve_input_name, set_batch_size
-from tvm_log import Log
-from tvm_log import log as _log
-from tvm_run import load_vm, ort_session, run_tvm
+
+from cm_mlperf.tvm.errors import TVMVerificationError
+from cm_mlperf.tvm.frontend import load_onnx, resolve_input_name, set_batch_size
+from cm_mlperf.tvm.log import Log
+from cm_mlperf.tvm.log import log as _log
+from cm_mlperf.tvm.runtime import load_vm, ort_session, run_tvm
 
 DEFAULT_RTOL = 1e-3
 

@@ -1,0 +1,6 @@
+"""tune-tvm-model's run step (a child process of cm): see cm_mlperf.tvm.steps.tune_from_env."""
+from cm_mlperf import run_step
+from cm_mlperf.tvm.steps import tune_from_env
+
+if __name__ == "__main__":
+    run_step.main(tune_from_env)
