@@ -218,7 +218,7 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     script = ctx.index.find_one(tags, artifact)
     if depth == 0:  # inputs reach the script the user runs: check them before anything runs
         variations = inputslib.select_variations(script.meta, script.alias, variations, inputs)
-        inputs = inputslib.check_values(script.meta.get("input_description") or {}, inputs)
+        inputs = inputslib.check_values(inputslib.descriptions(script.meta, script.alias, variations), inputs)
     if script.path in ctx.stack:
         chain = " -> ".join(os.path.basename(p) for p in [*ctx.stack, script.path])
         raise ScriptError(f"dependency cycle: {chain}")

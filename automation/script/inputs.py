@@ -66,6 +66,14 @@ def select_variations(meta: dict[str, Any], alias: str, requested: list[str], in
     return variations
 
 
+def descriptions(meta: dict[str, Any], alias: str, variations: list[str]) -> dict[str, Any]:
+    """`input_description` of the script and of the variations in play (theirs win)."""
+    result = dict(meta.get("input_description") or {})
+    for block in resolve_variations(meta, variations, alias).blocks:
+        result.update(block.get("input_description") or {})
+    return result
+
+
 def _as_type(flag: str, value: Any, kind: str) -> Any:
     if kind in _TYPES:
         try:

@@ -4,16 +4,29 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from typing import Any
 
 SCENARIOS = {s.lower(): s for s in ("Offline", "SingleStream", "MultiStream", "Server")}
 RUN_MODES = {"all": ("yes", "yes"), "performance": ("yes", "no"), "accuracy": ("no", "yes")}
-ROUNDS = ("v3.1", "v6.1")
-DIVISIONS = ("open", "closed")
 CLOSED_MODELS = ("resnet50",)  # the reference model of the image-classification task
 # Rounds whose rules require Offline's 24,576-sample minimum in the open division too (today's: closed only).
 OFFLINE_MINIMUM_IN_OPEN = ("v3.1",)
 RUN_SUMMARY = "mlperf-run-summary.json"
+# Present in a run folder until the run has finished and written its summary: an interrupted or failed run
+# never passes for a result.
+INCOMPLETE_MARKER = "INCOMPLETE"
+# find-performance runs record samples/s here (in the results folder); the next valid run of the same system,
+# backend, model and scenario takes its target_qps from it.
+PERFORMANCE_ESTIMATES = "find-performance.json"
+# LoadGen minimums per execution mode (ms, queries) unless the user gives them: test runs are short; SingleStream
+# needs 64 queries for early stopping to say VALID. valid runs keep the round's mlperf.conf.
+EXECUTION_MODES = {
+    "test": {"min_duration": "1000", "min_query_count": {"SingleStream": "64", "*": "8"}},
+    "fast": {"min_duration": "10000", "min_query_count": {"*": "1"}},
+    "valid": {},
+}
+TEST_LABEL = "test run: not a valid MLPerf result; add _full for one"
 # Facts a submission needs later (system description, measurements JSON): saved with each run.
 RECORDED_ENV = re.compile(r"^CM_(HOST_|ML_MODEL_|TVM_|MLPERF_|DATASET_)")
 
@@ -40,41 +53,67 @@ def _new_run_dir(base: str) -> str:
             n += 1
 
 
+def _estimate_key(env: dict[str, Any], scenario: str) -> str:
+    return "/".join((env["CM_MLPERF_SYSTEM_NAME"], env["CM_MLPERF_BACKEND"], env["CM_ML_MODEL_NAME"], scenario))
+
+
+def _apply_execution_mode(env: dict[str, Any], mode: str, scenario: str) -> None:
+    settings = EXECUTION_MODES[mode]
+    if settings and not env.get("CM_MLPERF_LOADGEN_MIN_DURATION"):
+        env["CM_MLPERF_LOADGEN_MIN_DURATION"] = settings["min_duration"]
+    if settings and not env.get("CM_MLPERF_LOADGEN_MIN_QUERY_COUNT"):
+        counts = settings["min_query_count"]
+        env["CM_MLPERF_LOADGEN_MIN_QUERY_COUNT"] = counts.get(scenario, counts["*"])
+    if mode == "fast":
+        env["CM_MLPERF_RUN_MODE"] = "performance"
+    if mode == "valid" and not env.get("CM_MLPERF_LOADGEN_TARGET_QPS") and scenario in ("Offline", "Server"):
+        estimates = _read_json(os.path.join(os.path.abspath(env["CM_MLPERF_RESULTS_DIR"]), PERFORMANCE_ESTIMATES))
+        found = estimates.get(_estimate_key(env, scenario))
+        if found:
+            env["CM_MLPERF_LOADGEN_TARGET_QPS"] = str(found["samples_per_second"])
+            print(f"target_qps {found['samples_per_second']:.2f} from the find-performance run of {found['date']}")
+
+
 def preprocess(i: dict[str, Any]) -> dict[str, Any]:
+    # Allowed values are checked by the engine from _cm.yaml's input_description before anything runs.
     env = i["env"]
     scenario = SCENARIOS.get(env.get("CM_MLPERF_LOADGEN_SCENARIO", "").lower())
     if scenario is None:
         return _error(f"unknown scenario '{env.get('CM_MLPERF_LOADGEN_SCENARIO')}': "
                       f"use --scenario={', '.join(SCENARIOS.values())}")
-    mode = env.get("CM_MLPERF_RUN_MODE", "all").lower()
-    if mode not in RUN_MODES:
-        return _error(f"unknown mode '{mode}': use --mode=all, --mode=performance or --mode=accuracy")
-    if env.get("CM_MLPERF_ROUND") not in ROUNDS:
-        return _error(f"unknown round '{env.get('CM_MLPERF_ROUND')}': use --round={' or --round='.join(ROUNDS)}")
+    execution_mode = env.get("CM_MLPERF_EXECUTION_MODE", "test")
+    if execution_mode not in EXECUTION_MODES:
+        return _error(f"unknown execution mode '{execution_mode}': use --execution_mode=test, fast or valid")
     division = env.get("CM_MLPERF_DIVISION", "open").lower()
-    if division not in DIVISIONS:
-        return _error(f"unknown division '{division}': use --division=open or --division=closed")
     model = env["CM_ML_MODEL_NAME"]
     if division == "closed" and model not in CLOSED_MODELS:
         return _error(f"{model} is not a closed-division model (closed needs ResNet-50 v1.5): use --division=open")
     env["CM_MLPERF_DIVISION"] = division
+    backend = env["CM_MLPERF_BACKEND"]
+    system = env.get("CM_MLPERF_SYSTEM_NAME") or f"{_slug(env.get('CM_HOST_CPU_MODEL_NAME', 'cpu'))}-{backend}"
+    env["CM_MLPERF_SYSTEM_NAME"] = system
+    _apply_execution_mode(env, execution_mode, scenario)
     if (scenario == "Offline" and division == "open" and env["CM_MLPERF_ROUND"] not in OFFLINE_MINIMUM_IN_OPEN
             and not env.get("CM_MLPERF_LOADGEN_MIN_QUERY_COUNT")):
         # the open division of this round has no 24,576-sample Offline minimum: the 600 s duration decides
         env["CM_MLPERF_LOADGEN_MIN_QUERY_COUNT"] = "1"
+    mode = env.get("CM_MLPERF_RUN_MODE", "all").lower()
     env["CM_MLPERF_LOADGEN_SCENARIO"] = scenario
     env["CM_MLPERF_SCENARIO_TAG"] = scenario.lower()
     env["CM_MLPERF_RUN_PERFORMANCE"], env["CM_MLPERF_RUN_ACCURACY"] = RUN_MODES[mode]
+    env["CM_MLPERF_QUICK_RUN"] = "yes" if execution_mode != "valid" else "no"
 
-    backend = env["CM_MLPERF_BACKEND"]
-    system = env.get("CM_MLPERF_SYSTEM_NAME") or f"{_slug(env.get('CM_HOST_CPU_MODEL_NAME', 'cpu'))}-{backend}"
-    env["CM_MLPERF_SYSTEM_NAME"] = system
-    run_dir = _new_run_dir(os.path.abspath(env["CM_MLPERF_RESULTS_DIR"]))
+    results_dir = os.path.abspath(env["CM_MLPERF_RESULTS_DIR"])
+    if os.path.exists(results_dir) and not os.path.isdir(results_dir):
+        return _error(f"--results_dir={env['CM_MLPERF_RESULTS_DIR']}: is a file; give a folder")
+    run_dir = _new_run_dir(results_dir)
+    with open(os.path.join(run_dir, INCOMPLETE_MARKER), "w", encoding="utf-8") as f:
+        f.write("This run did not finish: it is not a result. Its summary is written when it does.\n")
     scenario_dir = os.path.join(run_dir, system, model, scenario)
     env["CM_MLPERF_RUN_DIR"] = run_dir
     env["CM_MLPERF_PERFORMANCE_DIR"] = os.path.join(scenario_dir, "performance", "run_1")
     env["CM_MLPERF_ACCURACY_DIR"] = os.path.join(scenario_dir, "accuracy")
-    print(f"MLPerf run: {backend} / {model} / {scenario} / {mode} -> {run_dir}")
+    print(f"MLPerf run ({execution_mode}): {backend} / {model} / {scenario} / {mode} -> {run_dir}")
     return {"return": 0}
 
 
@@ -115,18 +154,51 @@ def _performance_rows(perf: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _record_estimate(env: dict[str, Any], perf: dict[str, Any]) -> None:
+    """A find-performance run's samples/s becomes the target_qps of the next valid run (same system/backend/...)."""
+    if perf.get("result") is None or perf.get("result_unit") != "samples/s":
+        return
+    path = os.path.join(os.path.dirname(env["CM_MLPERF_RUN_DIR"]), PERFORMANCE_ESTIMATES)
+    estimates = _read_json(path)
+    estimates[_estimate_key(env, env["CM_MLPERF_LOADGEN_SCENARIO"])] = {
+        "samples_per_second": float(perf["result"]), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "run_dir": env["CM_MLPERF_RUN_DIR"]}
+    tmp = path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(estimates, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    print(f"find-performance: {float(perf['result']):.2f} samples/s recorded in {path} "
+          "(the next _full run of this system, backend, model and scenario uses it as target_qps)")
+
+
 def postprocess(i: dict[str, Any]) -> dict[str, Any]:
     env, state = i["env"], i["state"]
+    execution_mode = env.get("CM_MLPERF_EXECUTION_MODE", "test")
     perf = _read_json(os.path.join(env["CM_MLPERF_PERFORMANCE_DIR"], "harness_result.json")) \
         if env.get("CM_MLPERF_RUN_PERFORMANCE") == "yes" else {}
     accuracy = _accuracy_line(env["CM_MLPERF_ACCURACY_DIR"]) if env.get("CM_MLPERF_RUN_ACCURACY") == "yes" else ""
+    valid = bool(perf.get("valid")) if perf else None
+    invalid_reason = "" if valid or not perf else (perf.get("invalid_reason") or "see mlperf_log_summary.txt")
     summary = {
         "backend": env["CM_MLPERF_BACKEND"], "model": env["CM_ML_MODEL_NAME"],
         "scenario": env["CM_MLPERF_LOADGEN_SCENARIO"], "round": env["CM_MLPERF_ROUND"],
-        "division": env["CM_MLPERF_DIVISION"],
-        "system": env["CM_MLPERF_SYSTEM_NAME"], "quick": env.get("CM_MLPERF_QUICK_RUN") == "yes",
-        "dataset": env.get("CM_DATASET_NAME", ""), "dataset_size": env.get("CM_DATASET_SIZE", ""),
-        "performance": perf, "accuracy": accuracy,
+        "division": env["CM_MLPERF_DIVISION"], "system": env["CM_MLPERF_SYSTEM_NAME"],
+        "execution_mode": execution_mode,
+        "quick": execution_mode != "valid",
+        "label": TEST_LABEL if execution_mode != "valid" else "valid run: the round's full settings",
+        "dataset": env.get("CM_DATASET_NAME", ""), "dataset_size": _int_or_none(env.get("CM_DATASET_SIZE")),
+        "performance": perf,
+        "result": float(perf["result"]) if perf.get("result") is not None else None,
+        "result_unit": perf.get("result_unit") or None,
+        "valid": valid, "invalid_reason": invalid_reason or None,
+        "accuracy": accuracy,
         "accuracy_top1": float(env["CM_MLPERF_ACCURACY_TOP1"]) if env.get("CM_MLPERF_ACCURACY_TOP1") else None,
         "run_dir": env["CM_MLPERF_RUN_DIR"],
         "performance_dir": env["CM_MLPERF_PERFORMANCE_DIR"] if perf else "",
@@ -137,16 +209,22 @@ def postprocess(i: dict[str, Any]) -> dict[str, Any]:
         json.dump(summary, f, indent=2)
     state["mlperf_inference_results"] = {k: v for k, v in summary.items() if k != "env"}
     if perf:
-        env["CM_MLPERF_RESULT_VALID"] = "yes" if perf.get("valid") else "no"
-        env["CM_MLPERF_RESULT_VALUE"] = str(perf.get("result", ""))
+        env["CM_MLPERF_RESULT_VALID"] = "yes" if valid else "no"
+        env["CM_MLPERF_RESULT_VALUE"] = "" if summary["result"] is None else str(summary["result"])
+    if execution_mode == "fast":
+        _record_estimate(env, perf)
 
     rows = [("backend", summary["backend"]), ("model", summary["model"]), ("scenario", summary["scenario"]),
+            ("run", TEST_LABEL if execution_mode != "valid" else "valid (the round's full settings)"),
             ("dataset", f"{summary['dataset']} ({summary['dataset_size']} images)")]
     rows += _performance_rows(perf)
+    if invalid_reason:
+        rows.append(("why INVALID", invalid_reason))
     if accuracy:
         rows.append(("accuracy (top-1)", accuracy))
     rows.append(("results", env["CM_MLPERF_RUN_DIR"]))
     print("\n" + _table(rows))
-    if summary["quick"]:
-        print("(a _quick run: LoadGen minimums overridden, not valid for a submission)")
+    os.remove(os.path.join(env["CM_MLPERF_RUN_DIR"], INCOMPLETE_MARKER))  # finished: a result (valid or not)
+    if perf and not valid and execution_mode == "valid":
+        return _error(f"the performance run is INVALID: {invalid_reason} (logs: {env['CM_MLPERF_PERFORMANCE_DIR']})")
     return {"return": 0}
