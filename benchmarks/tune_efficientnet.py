@@ -6,8 +6,7 @@
     python benchmarks/tune_efficientnet.py --trials 500 --resume_from DIR  # extend a database, then measure
     python benchmarks/tune_efficientnet.py --compare_builders              # MetaSchedule builders on a tiny model
 
-Tuning uses script/tune-tvm-model/tvm_tune_model.py and compiling script/compile-tvm-model/tvm_compile_model.py (the
-code the CM scripts run). The database is kept in --work (default <tmp>/tune-efficientnet-lite0/database) so a later
+Tuning uses cm_mlperf.tvm.tune and compiling cm_mlperf.tvm.compile (the code the CM scripts run). The database is kept in --work (default <tmp>/tune-efficientnet-lite0/database) so a later
 run can --resume_from it. Both TVM libraries are checked against onnxruntime before they are timed.
 
 Timing: --rounds rounds, each timing onnxruntime, untuned TVM and tuned TVM in turn (interleaved, so drift on a
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
 import json
 import os
 import shutil
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_backends import effnet_path, host_facts, load_module  # noqa: E402
+from compare_backends import effnet_path, host_facts  # noqa: E402
 
 
 def _tune_module() -> Any:
-    return load_module("tune-tvm-model", "tvm_tune_model")  # (its folder is on sys.path while it imports)
+    return importlib.import_module("cm_mlperf.tvm.tune")
 
 
 def time_interleaved(fns: dict[str, Any], rounds: int, iters: int, warmup: int) -> dict[str, list[float]]:
@@ -60,7 +60,7 @@ def compare_builders(threads: int, mcpu: str, trials: int = 12) -> int:
     from onnx import TensorProto, helper, numpy_helper
 
     tm = _tune_module()
-    builders = sys.modules["tvm_tune_builders"]
+    builders = importlib.import_module("cm_mlperf.tvm.tune_builders")
     from tvm.s_tir import meta_schedule as ms
 
     rng = np.random.default_rng(1)
@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_builders:
         return compare_builders(threads, mcpu)
     tm = _tune_module()
-    tc = load_module("compile-tvm-model", "tvm_compile_model")
-    runner = load_module("compile-tvm-model", "tvm_run")
-    verify = load_module("compile-tvm-model", "tvm_verify")
+    tc = importlib.import_module("cm_mlperf.tvm.compile")
+    runner = importlib.import_module("cm_mlperf.tvm.runtime")
+    verify = importlib.import_module("cm_mlperf.tvm.verify")
     import onnxruntime as ort
     import tvm
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         libs[label] = tc.compile_model(path, batch_size=args.batch, mcpu=mcpu, num_cores=threads,
                                        out_dir=str(work / label), model_name="efficientnet-lite0",
                                        database_dir=database, verify=True, log=lambda m: None)
-    frontend = load_module("compile-tvm-model", "tvm_frontend")
+    frontend = importlib.import_module("cm_mlperf.tvm.frontend")
     model = frontend.load_onnx(path)
     input_name = frontend.resolve_input_name(model, None)
     shape = frontend.model_input_shape(model, input_name, args.batch)
