@@ -105,18 +105,7 @@ def run_native(
         CM_TMP_CURRENT_SCRIPT_PATH=script_path, CM_TMP_CURRENT_PATH=run_dir, CM_PYTHON_BIN_WITH_PATH=sys.executable
     )
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(
-        command, cwd=run_dir, env=process_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent,
-    ) as process:
-        try:
-            for line in process.stdout:
-                output.write(line)
-                tail.append(line.rstrip("\n"))
-            code = process.wait()
-        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the step must not outlive us
-            stop_process(process)
-            raise
+    code = _run_relaying(command, run_dir, process_env, output, tail)
     if code < 0:
         raise ScriptError(
             f"script '{alias}' crashed: {os.path.basename(command[-1])} was killed by signal "
@@ -131,6 +120,71 @@ def run_native(
             code=2,
         )
     return read_run_results(run_dir, alias)
+
+
+def _terminal_of(output: IO[str]) -> int | None:
+    try:
+        return output.fileno() if output.isatty() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _run_relaying(command: list[str], run_dir: str, process_env: dict[str, str], output: IO[str],
+                  tail: collections.deque[str]) -> int:
+    """Run the step, copy its output to `output` and keep its last lines. On a terminal the step gets a
+    pseudo-terminal of the same size, so progress bars (tqdm) draw live, with elapsed and remaining time;
+    elsewhere (CI logs, pipes) it writes to a pipe."""
+    terminal = _terminal_of(output)
+    if terminal is None or not sys.platform.startswith("linux"):
+        with subprocess.Popen(command, cwd=run_dir, env=process_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+                              preexec_fn=_die_with_parent) as process:
+            try:
+                for line in process.stdout:
+                    output.write(line)
+                    output.flush()
+                    tail.append(line.rstrip("\n"))
+                return process.wait()
+            except BaseException:  # interrupted (Ctrl-C, SIGTERM): the step must not outlive us
+                stop_process(process)
+                raise
+    import fcntl
+    import pty
+    import termios
+
+    primary, secondary = pty.openpty()
+    try:
+        fcntl.ioctl(secondary, termios.TIOCSWINSZ, fcntl.ioctl(terminal, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        pass
+    try:
+        process = subprocess.Popen(command, cwd=run_dir, env=process_env, stdin=subprocess.DEVNULL, stdout=secondary,
+                                   stderr=secondary, preexec_fn=_die_with_parent)
+    finally:
+        os.close(secondary)
+    pending = ""
+    try:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the step closed its terminal (it exited)
+                break
+            if not chunk:
+                break
+            text = chunk.decode(errors="replace")
+            output.write(text)
+            output.flush()
+            pending += text
+            *lines, pending = pending.replace("\r\n", "\n").split("\n")
+            tail.extend(line.rsplit("\r", 1)[-1] for line in lines)
+        if pending.strip():
+            tail.append(pending.rsplit("\r", 1)[-1])
+        return process.wait()
+    except BaseException:
+        stop_process(process)
+        raise
+    finally:
+        os.close(primary)
 
 
 _PR_SET_PDEATHSIG = 1

@@ -235,3 +235,27 @@ def test_api_interrupt_returns_130_and_discards_the_entry(run, tmp_path, monkeyp
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("process-death guarantees are Linux-specific (prctl)")
+
+
+def test_run_step_keeps_the_terminal_for_progress_bars(cm_home, tmp_path):
+    """On a terminal, a run step gets one too (tqdm draws live); in a pipe it gets a pipe."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(["cm", "run", "script", "--tags=fx,tty"], env=cm_env(cm_home), stdout=secondary,
+                            stderr=secondary, cwd=tmp_path)
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(primary)
+    assert proc.wait(timeout=60) == 0
+    assert b"tty=yes" in seen
+    piped = _cm(cm_home, "run", "script", "--tags=fx,tty", cwd=tmp_path)
+    assert "tty=no" in piped.stdout
