@@ -6,8 +6,9 @@
     python benchmarks/tune_efficientnet.py --trials 500 --resume_from DIR  # extend a database, then measure
     python benchmarks/tune_efficientnet.py --compare_builders              # MetaSchedule builders on a tiny model
 
-Tuning uses cm_mlperf.tvm.tune and compiling cm_mlperf.tvm.compile (the code the CM scripts run). The database is kept in --work (default <tmp>/tune-efficientnet-lite0/database) so a later
-run can --resume_from it. Both TVM libraries are checked against onnxruntime before they are timed.
+Tuning uses cm_mlperf.tvm.tune and compiling cm_mlperf.tvm.compile (the code the CM scripts run). The database is
+kept in --work (default <tmp>/tune-efficientnet-lite0/database) so a later run can --resume_from it. Both TVM
+libraries are checked against onnxruntime before they are timed.
 
 Timing: --rounds rounds, each timing onnxruntime, untuned TVM and tuned TVM in turn (interleaved, so drift on a
 shared machine hits all three alike), --iters timed iterations per backend per round after --warmup untimed

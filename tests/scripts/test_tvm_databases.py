@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from cm_mlperf.tvm import databases, family
+
 from tests.conftest import REPO_ROOT, load_script_module
 
 SHIPPED = REPO_ROOT / "tuning-databases"
