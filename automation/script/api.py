@@ -215,12 +215,21 @@ def show_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
     return {"return": 0, "list": [{"path": e.path, **e.record} for e in entries], "unfinished": leftovers}
 
 
+def _named(i: dict[str, Any], alias: str) -> bool:
+    """Whether a removal request names this script itself (its alias as the artifact or as a tag)."""
+    tags, _ = parse_tags(i.get("tags"))
+    return alias == str(i.get("artifact") or "").split(":")[-1] or alias in tags
+
+
 def remove_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
-    """`cm rm cache --tags=...`: several matches need --all, since we never prompt."""
+    """`cm rm cache --tags=...`: several matches need --all, since we never prompt. Entries of scripts marked
+    `cache_protected` (hours of tuning) are removed only when the request names that script."""
     try:
-        entries = _matching_entries(i, root)
+        matched = _matching_entries(i, root)
+        entries = [e for e in matched if not e.record.get("protected") or _named(i, e.alias)]
+        kept = [e for e in matched if e not in entries]
         sweeping = _flag(i, "all", "force", "f") and not i.get("tags")
-        if not entries and not (sweeping and CacheStore(root).leftovers()):
+        if not entries and not kept and not (sweeping and CacheStore(root).leftovers()):
             raise ScriptError(f"no cache entry matches tags '{i.get('tags', '')}' in {root}")
         if len(entries) > 1 and not _flag(i, "all", "force", "f"):
             listing = "; ".join(f"{e.alias} {','.join('_' + v for v in e.record.get('variations', []))} ({e.path})"
@@ -232,10 +241,13 @@ def remove_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
             store.remove(entry)
             if i.get("out") == "con":
                 print(f"removed {entry.path}")
+        for entry in kept:
+            if i.get("out") == "con":
+                print(f"kept {entry.path} (protected: remove it by name, cm rm cache {entry.alias})")
         if sweeping:
             for path in store.sweep():
                 if i.get("out") == "con":
                     print(f"removed unfinished {path}")
     except ScriptError as e:
         return e.to_cm()
-    return {"return": 0, "removed": [e.path for e in entries]}
+    return {"return": 0, "removed": [e.path for e in entries], "kept": [e.path for e in kept]}

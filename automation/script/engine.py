@@ -293,6 +293,7 @@ def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], st
                 "tags": prepared.script.tags, "uid": prepared.script.uid, "variations": prepared.variations,
                 "version": result.version, "new_env": result.new_env, "new_state": result.new_state,
                 "key_inputs": key_inputs(ctx, prepared),
+                "protected": bool(prepared.script.meta.get("cache_protected")),
                 "seconds": round(time.perf_counter() - started, 3),
             }
             entry = ctx.cache.commit(workdir, alias, key, record)

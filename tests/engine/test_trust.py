@@ -216,7 +216,7 @@ def test_show_cache_is_readable_and_survives_a_closed_pipe(cm_home, tmp_path):
     shown = _cm(cm_home, "show", "cache")
     assert shown.returncode == 0
     assert "fx-path" in shown.stdout and "made" in shown.stdout and f"FX_DATA_PATH={data}" in shown.stdout
-    piped = subprocess.run(f"cm show cache | head -1", shell=True, env=cm_env(cm_home), capture_output=True,
+    piped = subprocess.run("cm show cache | head -1", shell=True, env=cm_env(cm_home), capture_output=True,
                            text=True, timeout=60)
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
 
@@ -259,3 +259,15 @@ def test_run_step_keeps_the_terminal_for_progress_bars(cm_home, tmp_path):
     assert b"tty=yes" in seen
     piped = _cm(cm_home, "run", "script", "--tags=fx,tty", cwd=tmp_path)
     assert "tty=no" in piped.stdout
+
+
+def test_cache_removal_keeps_protected_entries_unless_named(cm_home, tmp_path):
+    data = tmp_path / "d.txt"
+    data.write_text("x")
+    assert _cm(cm_home, "run", "script", "--tags=fx,path", f"--data_path={data}", cwd=tmp_path).returncode == 0
+    assert _cm(cm_home, "run", "script", "--tags=fx,slow", f"--pid_file={tmp_path / 'p'}", cwd=tmp_path).returncode == 0
+    removed = _cm(cm_home, "rm", "cache", "--tags=fx", "--all")
+    assert removed.returncode == 0 and "kept" in removed.stdout and "cm rm cache fx-slow" in removed.stdout
+    assert [e.alias for e in CacheStore(str(Path(cm_home) / "cache")).entries()] == ["fx-slow"]
+    assert _cm(cm_home, "rm", "cache", "fx-slow").returncode == 0
+    assert CacheStore(str(Path(cm_home) / "cache")).entries() == []
