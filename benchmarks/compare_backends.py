@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""onnxruntime vs Apache TVM (untuned Relax) on the same models, batches, threads and inputs, in one run.
+"""onnxruntime vs Apache TVM (untuned, with the shipped tuning database, after --tune_trials=N) in one run.
 
     python benchmarks/compare_backends.py                      # light_resnet50 + EfficientNet-Lite0, batch 1 and 8
     python benchmarks/compare_backends.py --models light_resnet50 --batches 1 --iters 3 --threads 2
     python benchmarks/compare_backends.py --effnet_onnx /path/efficientnet-lite0.onnx
+    python benchmarks/compare_backends.py --models efficientnet-lite0 --batches 1 --tune_trials 200
+
+Backends are rows: onnxruntime, then one per TVM variant (--variants, plus "tuned" with --tune_trials); another
+backend (e.g. Mojo) is one more branch in the variant loop producing the same row dict. Throughput is also given
+as GFLOP/s (Conv/Gemm/MatMul FLOPs from ONNX shape inference) against an fp32 SGEMM peak measured in the same run.
+The last line is `TVM (shipped) / ORT, EfficientNet-Lite0, Offline: X.XX` (the largest batch measured).
 
 Models: `light_resnet50` (and the other `light_*` graphs) ship in the onnx wheel with every weight 0.02: their
 outputs are meaningless, they are for speed only. `efficientnet-lite0` is taken from --effnet_onnx, else converted
@@ -109,17 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline", default="default", help="TVM Relax pipeline (see compile-tvm-model)")
     ap.add_argument("--mcpu", default="", help="LLVM CPU for TVM (default: detect-cpu's choice)")
     ap.add_argument("--effnet_onnx", default="", help="EfficientNet-Lite0 ONNX file (else converted, else skipped)")
+    ap.add_argument("--variants", default="untuned,shipped",
+                    help="TVM builds to time: untuned, shipped (the database in tuning-databases/ for the CPU family)")
+    ap.add_argument("--tune_trials", type=int, default=0,
+                    help="also tune N MetaSchedule trials (resumed from the shipped database if one fits), time it")
     args = ap.parse_args(argv)
 
     host = host_facts()
     threads = args.threads or int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts: set before any TVM call
-    frontend = load_module("compile-tvm-model", "tvm_frontend")
-    runner = load_module("compile-tvm-model", "tvm_run")
-    verify = load_module("compile-tvm-model", "tvm_verify")
-    tc = load_module("compile-tvm-model", "tvm_compile_model")
     import onnxruntime as ort
     import tvm
+    from cm_mlperf.tvm import compile as tc
+    from cm_mlperf.tvm import databases, frontend, verify
+    from cm_mlperf.tvm import family as cpu_family
+    from cm_mlperf.tvm import runtime as runner
 
     mcpu = args.mcpu or host["CM_HOST_CPU_LLVM_MCPU"] or "x86-64"
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
@@ -128,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
           f"TVM {tvm.__version__} (pipeline {args.pipeline}, untuned); "
           f"{_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
 
+    peak = sgemm_peak_gflops(threads)
+    print(f"# SGEMM peak (numpy/BLAS, {threads} thread(s), 2048^2 fp32): {peak:.1f} GFLOP/s", flush=True)
+    fam = cpu_family.family_from_flags(host.get("CM_HOST_CPU_FLAGS", "").split())
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] + (["tuned"] if args.tune_trials else [])
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="compare-backends-") as tmp:
         work = Path(tmp)
@@ -154,31 +168,118 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{model_name} b{bs}: onnxruntime...", flush=True)
                 ort_s, ort_n, ort_out = time_runs(lambda s=sess, feed={input_name: x}: s.run(None, feed),
                                                   args.warmup, args.iters, args.time_budget)
-                print(f"{model_name} b{bs}: TVM compile...", flush=True)
-                info = tc.compile_model(path, batch_size=bs, mcpu=mcpu, num_cores=threads, input_name=input_name,
-                                        pipeline=args.pipeline, out_dir=str(work / f"{model_name}-b{bs}"),
-                                        model_name=model_name, verify=False, log=lambda m: None)
-                vm = runner.load_vm(info["so_path"])
-                print(f"{model_name} b{bs}: TVM run (compiled in {info['compile_seconds']:.1f} s)...", flush=True)
-                tvm_s, tvm_n, tvm_out = time_runs(lambda v=vm, xx=x: runner.run_tvm(v, xx), args.warmup, args.iters,
-                                                  args.time_budget)
-                checks = verify.compare_outputs(tvm_out, [np.asarray(a) for a in ort_out],
-                                                [o.name for o in sess.get_outputs()], verify.DEFAULT_RTOL)
-                rows.append({"model": model_name, "batch": bs, "ort": bs / ort_s, "tvm": bs / tvm_s,
-                             "compile": info["compile_seconds"], "rel_err": max(c["max_rel_err"] for c in checks),
-                             "iters": f"{ort_n}/{tvm_n}"})
-                r = rows[-1]
-                print(f"{model_name} b{bs}: ORT {r['ort']:.2f}/s, TVM {r['tvm']:.3f}/s, "
-                      f"ratio {r['tvm'] / r['ort']:.4f}", flush=True)
+                flops = model_flops(fixed)
+                row = {"model": model_name, "batch": bs, "backend": "onnxruntime", "sps": bs / ort_s,
+                       "gflops": flops * bs / ort_s / 1e9, "iters": ort_n, "note": ""}
+                rows.append(row)
+                sha = tc.file_sha256(path)
+                for variant in variants:
+                    db_dir, note = None, ""
+                    if variant == "shipped":
+                        db_dir, _ = databases.find_shipped(REPO / "tuning-databases", model_sha256=sha,
+                                                           batch_size=bs, family=fam, tvm_version=tvm.__version__)
+                        if db_dir is None:
+                            print(f"{model_name} b{bs}: no shipped database for {fam}: skipping 'shipped'")
+                            continue
+                        note = databases.describe(databases.read_manifest(db_dir))
+                    elif variant == "tuned":
+                        from cm_mlperf.tvm import tune
+
+                        shipped, _ = databases.find_shipped(REPO / "tuning-databases", model_sha256=sha,
+                                                            batch_size=bs, family=fam, tvm_version=tvm.__version__)
+                        t0 = time.perf_counter()
+                        info = tune.tune_model(path, batch_size=bs, mcpu=mcpu, num_cores=threads,
+                                               trials=args.tune_trials, out_dir=str(work / f"db-{model_name}-{bs}"),
+                                               resume_from=shipped, progress_bar=False)
+                        db_dir = info["database_dir"]
+                        note = (f"{info['trials_done']} trials in {time.perf_counter() - t0:.0f} s"
+                                f"{' on top of ' + shipped.name if shipped else ''}")
+                    elif variant != "untuned":
+                        print(f"skipping unknown variant {variant!r}")
+                        continue
+                    print(f"{model_name} b{bs}: TVM {variant} compile...", flush=True)
+                    info = tc.compile_model(path, batch_size=bs, mcpu=mcpu, num_cores=threads, input_name=input_name,
+                                            pipeline=args.pipeline, out_dir=str(work / f"{model_name}-b{bs}-{variant}"),
+                                            model_name=model_name, verify=False, database_dir=db_dir,
+                                            log=lambda m: None)
+                    vm = runner.load_vm(info["so_path"])
+                    tvm_s, tvm_n, tvm_out = time_runs(lambda v=vm, xx=x: runner.run_tvm(v, xx), args.warmup,
+                                                      args.iters, args.time_budget)
+                    checks = verify.compare_outputs(tvm_out, [np.asarray(a) for a in ort_out],
+                                                    [o.name for o in sess.get_outputs()], verify.DEFAULT_RTOL)
+                    rows.append({"model": model_name, "batch": bs, "backend": f"TVM ({variant})", "sps": bs / tvm_s,
+                                 "gflops": flops * bs / tvm_s / 1e9, "iters": tvm_n, "ratio": ort_s / tvm_s,
+                                 "rel_err": max(c["max_rel_err"] for c in checks), "note": note})
+                    print(f"{model_name} b{bs}: TVM {variant} {bs / tvm_s:.2f}/s, {ort_s / tvm_s:.2f}x ORT", flush=True)
 
     print()
-    print("| model | batch | ORT samples/s | TVM samples/s | TVM/ORT | TVM compile s | max rel err "
-          "| timed iters ORT/TVM |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| model | batch | backend | samples/s | / ORT | GFLOP/s | % of SGEMM peak | max rel err | timed iters | "
+          "database |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['ort']:.2f} | {r['tvm']:.3f} | {r['tvm'] / r['ort']:.2%} | "
-              f"{r['compile']:.1f} | {r['rel_err']:.1e} | {r['iters']} |")
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "1.00"
+        err = f"{r['rel_err']:.1e}" if "rel_err" in r else ""
+        print(f"| {r['model']} | {r['batch']} | {r['backend']} | {r['sps']:.2f} | {ratio} | {r['gflops']:.1f} | "
+              f"{r['gflops'] / peak:.0%} | {err} | {r['iters']} | {r['note']} |")
+    offline = [r for r in rows if r["model"] == EFFNET and r["backend"] == "TVM (shipped)"]
+    if offline:
+        best = max(offline, key=lambda r: r["batch"])  # the largest batch measured stands for Offline
+        print(f"TVM (shipped) / ORT, EfficientNet-Lite0, Offline: {best['ratio']:.2f}")
+    else:
+        print("TVM (shipped) / ORT, EfficientNet-Lite0, Offline: n/a (no shipped database for this CPU family)")
     return 0 if rows else 1
+
+
+def sgemm_peak_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
+    """fp32 GEMM throughput through numpy's BLAS with `threads` threads: the machine's practical peak."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limit: Any = threadpool_limits(limits=threads)
+    except ImportError:  # scikit-learn's dependency; without it BLAS uses its default thread count
+        limit = contextlib.nullcontext()
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    with limit:
+        np.matmul(a, b)
+        best = min(_timed(lambda: np.matmul(a, b)) for _ in range(reps))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def model_flops(model: Any) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one sample's Conv, Gemm and MatMul nodes, from ONNX shape inference."""
+    import onnx
+    from onnx import numpy_helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    for init in inferred.graph.initializer:
+        shapes[init.name] = list(numpy_helper.to_array(init).shape)
+    total = 0.0
+    for node in inferred.graph.node:
+        out = shapes.get(node.output[0])
+        if not out:
+            continue
+        batch = max(1, out[0])
+        if node.op_type == "Conv":
+            w = shapes.get(node.input[1]) or []
+            if len(w) == 4:
+                total += 2.0 * np.prod(out) * w[1] * w[2] * w[3] / batch
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0]) or []
+            if a:
+                total += 2.0 * np.prod(out) * a[-1] / batch
+    return total
 
 
 if __name__ == "__main__":
