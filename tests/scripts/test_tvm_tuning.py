@@ -280,3 +280,35 @@ def test_app_dry_run_with_tune_plans_the_tuning(tmp_path, monkeypatch):
     aliases = [a for a, _ in steps]
     assert aliases.index("tune-tvm-model") > aliases.index("compile-tvm-model")  # a dependency of the compile
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("tune-tvm-model-*"))
+
+
+# ----------------------------------------------------------------------------- share: export, import, apply
+
+def test_export_then_import_applies_the_database_in_a_fresh_compile(tuned, tiny, tmp_path, monkeypatch):
+    """`export,tvm,tuning-db` packs the tuned database (best records + manifest); a compile in another cache given
+    --tuning_db=<the .tar.gz> applies it (the build runs in run.py, a fresh process) and says so; the compile key
+    follows the database's content."""
+    db = Path(tuned["env"]["CM_TVM_TUNING_DATABASE_DIR"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    r = engine_run(tmp_path / "cache-x", "export,tvm,tuning-db", {}, tuning_db=str(db), output="shared.tar.gz",
+                   quiet=True)
+    assert r["return"] == 0, r.get("error")
+    archive = tmp_path / "shared.tar.gz"
+    manifest = r["new_state"]["manifest"]
+    assert archive.is_file() and manifest["records"] == manifest["workloads"] == 3  # pruned: best per task
+    assert manifest["model_name"] == "tinytune" and manifest["trials"] >= int(TRIALS) and manifest["family"]
+
+    cache = tmp_path / "cache-2"
+    r = engine_run(cache, "compile,tvm-model", model_env(tiny), tuning_db=str(archive), quiet=True)
+    assert r["return"] == 0, r.get("error")
+    env = r["new_env"]
+    assert env["CM_TVM_TUNED"] == "yes" and env["CM_TVM_TUNING_DB_SOURCE"] == "user"
+    assert "MetaSchedule-tuned" in env["CM_TVM_FRAMEWORK"] and float(env["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
+    applied = Path(env["CM_TVM_MODEL_SO"]).parent / "tuning-db"
+    assert len(records(applied)) == 3  # the applied copy is kept in the compile's entry
+
+    r = engine_run(cache, "compile,tvm-model", model_env(tiny), tuning_db="no", quiet=True)
+    assert r["return"] == 0, r.get("error")
+    assert r["new_env"]["CM_TVM_TUNED"] == "no" and "untuned" in r["new_env"]["CM_TVM_FRAMEWORK"]
+    assert r["new_env"]["CM_TVM_MODEL_SO"] != env["CM_TVM_MODEL_SO"]  # another key: another library
