@@ -23,7 +23,7 @@ CONTROL_KEYS = {
 }
 
 
-PATH_INPUT_SUFFIXES = ("_path", "_dir", "_file", "_conf", "_database")
+PATH_INPUT_SUFFIXES = ("_path", "_dir", "_file", "_conf", "_database", "_db")
 
 
 def absolute_path_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +32,8 @@ def absolute_path_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
     result = dict(inputs)
     for key, value in inputs.items():
         if (key.endswith(PATH_INPUT_SUFFIXES) and isinstance(value, str) and value
-                and "://" not in value and not os.path.isabs(value)):
+                and "://" not in value and not os.path.isabs(value)
+                and (os.sep in value or os.path.exists(os.path.expanduser(value)))):  # `--tuning_db=no` stays
             result[key] = os.path.abspath(os.path.expanduser(value))
     return result
 

@@ -178,6 +178,21 @@ def _record_estimate(env: dict[str, Any], perf: dict[str, Any]) -> None:
           "(the next _full run of this system, backend, model and scenario uses it as target_qps)")
 
 
+def _framework(env: dict[str, Any], perf: dict[str, Any]) -> str:
+    """The SUT's framework string: the backend, its version and (TVM) whether and how it was tuned."""
+    if env["CM_MLPERF_BACKEND"] == "tvm" and env.get("CM_TVM_FRAMEWORK"):
+        return env["CM_TVM_FRAMEWORK"]
+    version = perf.get("backend_version") or ""
+    return f"{env['CM_MLPERF_BACKEND']} {version}".strip()
+
+
+def _tvm_tuning(env: dict[str, Any]) -> dict[str, Any] | None:
+    if env["CM_MLPERF_BACKEND"] != "tvm":
+        return None
+    return {"tuned": env.get("CM_TVM_TUNED") == "yes", "database": env.get("CM_TVM_TUNING_DB_USED") or None,
+            "source": env.get("CM_TVM_TUNING_DB_SOURCE") or None, "note": env.get("CM_TVM_TUNING_DB_NOTE") or None}
+
+
 def postprocess(i: dict[str, Any]) -> dict[str, Any]:
     env, state = i["env"], i["state"]
     execution_mode = env.get("CM_MLPERF_EXECUTION_MODE", "test")
@@ -198,6 +213,8 @@ def postprocess(i: dict[str, Any]) -> dict[str, Any]:
         "result": float(perf["result"]) if perf.get("result") is not None else None,
         "result_unit": perf.get("result_unit") or None,
         "valid": valid, "invalid_reason": invalid_reason or None,
+        "framework": _framework(env, perf),
+        "tvm_tuning": _tvm_tuning(env),
         "accuracy": accuracy,
         "accuracy_top1": float(env["CM_MLPERF_ACCURACY_TOP1"]) if env.get("CM_MLPERF_ACCURACY_TOP1") else None,
         "run_dir": env["CM_MLPERF_RUN_DIR"],
@@ -215,6 +232,7 @@ def postprocess(i: dict[str, Any]) -> dict[str, Any]:
         _record_estimate(env, perf)
 
     rows = [("backend", summary["backend"]), ("model", summary["model"]), ("scenario", summary["scenario"]),
+            ("framework", summary["framework"]),
             ("run", TEST_LABEL if execution_mode != "valid" else "valid (the round's full settings)"),
             ("dataset", f"{summary['dataset']} ({summary['dataset_size']} images)")]
     rows += _performance_rows(perf)
