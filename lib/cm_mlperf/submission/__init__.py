@@ -1,0 +1,1 @@
+"""Submission support: round rules, system description, compliance verification, tree generation and checks."""
