@@ -6,6 +6,7 @@ compile itself, and the atomic export of the shared library.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -36,17 +37,29 @@ def make_pipeline(name: str, target: Any, database_dir: str | os.PathLike[str] |
         if not (db / "database_workload.json").is_file() or not (db / "database_tuning_record.json").is_file():
             raise TVMCompileError(f"{db} is not a MetaSchedule JSON database (needs database_workload.json and "
                                   f"database_tuning_record.json)")
-        # static_shape_tuning's steps with zero trials: legalise + fuse, apply the records, then lower.
+        # static_shape_tuning's steps with zero trials: legalise + fuse, apply the records, then lower. The pass
+        # gets no work_dir: it takes the database from the context build() opens (open_database), because with a
+        # work_dir TVM's C++ opens it and prints a raw "Creating JSONDatabase" warning on the console.
         with target:  # MetaScheduleApplyDatabase reads the target from the context when it is created
             passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
                       relax.pipeline.zero_pipeline(),
-                      relax.transform.MetaScheduleApplyDatabase(work_dir=str(db), enable_warning=False),
+                      relax.transform.MetaScheduleApplyDatabase(enable_warning=False),
                       relax.pipeline.default_build_pipeline()]
         return tvm.transform.Sequential(passes, name="tuned")
     if name == "fused":
         return tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
                                          relax.get_default_pipeline(target)], name="fused")
     return "default"
+
+
+def open_database(database_dir: str | os.PathLike[str] | None) -> Any:
+    """The MetaSchedule JSON database in database_dir as a context manager (MetaScheduleApplyDatabase uses the
+    database of the current context); a no-op context without one."""
+    if database_dir is None:
+        return contextlib.nullcontext()
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(work_dir=str(database_dir), allow_missing=False, module_equality="structural")
 
 
 def build(mod: Any, target: Any, pipeline: str = DEFAULT_PIPELINE,
@@ -56,7 +69,7 @@ def build(mod: Any, target: Any, pipeline: str = DEFAULT_PIPELINE,
 
     relax_pipeline = make_pipeline(pipeline, target, database_dir)
     try:
-        with target, tvm.transform.PassContext(opt_level=3):
+        with target, open_database(database_dir), tvm.transform.PassContext(opt_level=3):
             return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline)
     except Exception as e:  # noqa: BLE001
         raise TVMCompileError(f"TVM failed to compile the model for {target_json(target)} with pipeline "

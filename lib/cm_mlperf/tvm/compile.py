@@ -79,7 +79,8 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
         log(f"batch {batch_size}: rewrote {rewritten} Reshape shape constant(s) that baked in the original batch")
     mod = import_onnx(fixed, name, shape)
     import_s = time.perf_counter() - t0
-    log(f"imported into Relax in {import_s:.1f} s; compiling (untuned CPU code can take minutes)...")
+    log(f"imported into Relax in {import_s:.1f} s; compiling "
+        f"{'with the tuning database' if database_dir else '(untuned CPU code can take minutes)'}...")
     with Heartbeat("compiling", log=log) as hb:
         ex = build(mod, target, pipeline, database_dir)
     compile_s = hb.elapsed
