@@ -69,8 +69,19 @@ def find_runs(results_dirs: list[str | Path]) -> list[Path]:
     return runs
 
 
+def _locate(run: Path, summary: dict[str, Any]) -> None:
+    """Point the summary's log folders into this run folder when the recorded paths are gone (a moved results
+    folder): the app's layout is <run>/<system>/<model>/<scenario>/{performance/run_1,accuracy}."""
+    scenario_dir = run / summary["system"] / summary["model"] / summary["scenario"]
+    for key, sub in (("performance_dir", scenario_dir / "performance" / "run_1"),
+                     ("accuracy_dir", scenario_dir / "accuracy")):
+        if summary.get(key) and not Path(summary[key]).is_dir():
+            summary[key] = str(sub)
+
+
 def check_run(run: Path, summary: dict[str, Any], round_rules: rules.RoundRules, allow_test_runs: bool) -> None:
     """Refuse what reviewers would reject: another round, INVALID, shortened settings, missing logs."""
+    _locate(run, summary)
     if summary.get("round") != round_rules.name:
         raise SubmissionError(f"{run} is a run of round {summary.get('round')}, not {round_rules.name}: "
                               f"use --round={summary.get('round')} or re-run with --round={round_rules.name}")
