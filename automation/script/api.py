@@ -23,6 +23,7 @@ CONTROL_KEYS = {
 }
 
 
+_NOT_A_PATH = {"no", "none", "off"}  # `--tuning_db=no`: a word, not a file named "no"
 PATH_INPUT_SUFFIXES = ("_path", "_dir", "_file", "_conf", "_database", "_db")
 
 
@@ -33,7 +34,7 @@ def absolute_path_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
     for key, value in inputs.items():
         if (key.endswith(PATH_INPUT_SUFFIXES) and isinstance(value, str) and value
                 and "://" not in value and not os.path.isabs(value)
-                and (os.sep in value or os.path.exists(os.path.expanduser(value)))):  # `--tuning_db=no` stays
+                and value.lower() not in _NOT_A_PATH):
             result[key] = os.path.abspath(os.path.expanduser(value))
     return result
 

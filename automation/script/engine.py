@@ -47,6 +47,7 @@ class RunContext:
     steps: list[dict[str, Any]] = field(default_factory=list)
     stack: list[str] = field(default_factory=list)
     failed_in: str = ""  # the innermost script a failure or an interrupt came from
+    detected: dict[str, ScriptResult] = field(default_factory=dict)  # side-effect-free results of this run
     user_paths: set[str] = field(default_factory=set)  # paths the user gave: fingerprinted in full (folders too)
 
     def path_fingerprints(self, values: dict[str, Any]) -> dict[str, str]:
@@ -186,7 +187,26 @@ def key_inputs(ctx: RunContext, prepared: _Prepared) -> dict[str, Any]:
         "env": key_env,
         "paths": ctx.path_fingerprints(key_env),
         "deps": prepared.dep_keys,
+        "packages": installed_packages(prepared.script.meta.get("cache_key_packages") or []),
     }
+
+
+def installed_packages(names: list[str]) -> dict[str, str]:
+    """Version and installed-files fingerprint of each Python distribution a script declares it depends on
+    (`cache_key_packages`): a reinstall or an upgrade of the package is a new key. '' when not installed."""
+    import importlib.metadata
+
+    result = {}
+    for name in names:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            result[name] = ""
+            continue
+        record = getattr(dist, "_path", None)
+        stamp = fingerprint(os.path.join(str(record), "RECORD")) if record else ""
+        result[name] = f"{dist.version}:{stamp}"
+    return result
 
 
 def cache_key(ctx: RunContext, prepared: _Prepared) -> str:
@@ -227,6 +247,17 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
             "depth": depth, "cache": "none"}
     ctx.steps.append(step)
     started = time.perf_counter()
+    detection_key = ""
+    if script.meta.get("side_effect_free") and not script.meta.get("cache") and not ctx.dry_run:
+        # a detection script asked again in the same run (detect-cpu by several scripts) answers the same
+        detection_key = make_key({"path": script.path, "variations": prepared.variations, "env": prepared.key_env,
+                                  "version": prepared.version})
+        if detection_key in ctx.detected:
+            step["cache"] = "same run"
+            earlier = ctx.detected[detection_key]
+            depslib.check_version(script.alias, earlier.version, version_spec)
+            return ScriptResult(copy.deepcopy(earlier.new_env), copy.deepcopy(earlier.new_state), earlier.version,
+                                None, earlier.key)
     ctx.stack.append(script.path)
     try:
         if script.meta.get("cache"):
@@ -252,6 +283,8 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
         ctx.stack.pop()
     if not result.key:
         result.key = result_key(ctx, script.alias, result)
+    if detection_key:
+        ctx.detected[detection_key] = result
     step["seconds"] = round(time.perf_counter() - started, 3)
     if step["cache"] != "hit" and not ctx.dry_run:
         ctx.reporter.finish(depth, script.alias, step["seconds"], result.cache_path)

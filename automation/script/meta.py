@@ -42,7 +42,7 @@ VERSION_KEYS = _COMMON_KEYS | {"desc"}
 SCRIPT_KEYS = _COMMON_KEYS | {
     "alias", "uid", "automation_alias", "automation_uid", "tags", "cache", "desc", "category",
     "variations", "versions", "default_version", "input_description", "docs", "default_variation",
-    "side_effect_free", "cache_protected",
+    "side_effect_free", "cache_protected", "cache_key_packages",
 }
 
 

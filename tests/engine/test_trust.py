@@ -271,3 +271,16 @@ def test_cache_removal_keeps_protected_entries_unless_named(cm_home, tmp_path):
     assert [e.alias for e in CacheStore(str(Path(cm_home) / "cache")).entries()] == ["fx-slow"]
     assert _cm(cm_home, "rm", "cache", "fx-slow").returncode == 0
     assert CacheStore(str(Path(cm_home) / "cache")).entries() == []
+
+
+def test_detection_script_runs_once_per_run_and_packages_key_the_cache(run, tmp_path):
+    """detect-like scripts asked by several scripts in one run answer from the first time; `cache_key_packages`
+    puts an installed distribution's version and files into a key."""
+    from cm_script_engine.engine import installed_packages
+
+    r = ok(run("fx,chain"))
+    leaf_steps = [s for s in r["steps"] if s["alias"] == "fx-leaf"]
+    assert [s["cache"] for s in leaf_steps] == ["none", "same run"]
+    packages = installed_packages(["pyyaml", "no-such-distribution-x"])
+    assert packages["pyyaml"].startswith(__import__("yaml").__version__ + ":")
+    assert packages["no-such-distribution-x"] == ""

@@ -168,11 +168,10 @@ def test_detect_os(script_module):
 
 def test_get_tvm(script_module):
     pytest.importorskip("tvm")
-    customize = script_module("get-tvm")
-    i = _i("get-tvm")
-    assert customize.preprocess(i)["return"] == 0
-    assert i["env"]["CM_TVM_VERSION"].startswith("0.")
-    assert i["env"]["CM_TVM_LLVM_VERSION"]
+    run = script_module("get-tvm", "run")
+    env, _ = run.main({})
+    assert env["CM_TVM_VERSION"].startswith("0.")
+    assert env["CM_TVM_LLVM_VERSION"]
 
 
 def test_get_tvm_missing_and_bad_ffi(script_module, monkeypatch):
