@@ -88,3 +88,37 @@ def test_verify_test_lays_out_the_folders_reviewers_want(tmp_path: Path) -> None
     status = compliance.verify_test("TEST04", result, RUNS / "TEST04", result / "compliance")
     assert status == {"performance": True}
     assert not (result / "compliance" / "TEST04" / "accuracy").exists()
+
+
+def test_compliance_script_hooks_on_recorded_runs(script_module, tmp_path: Path) -> None:
+    hooks = script_module("run-mlperf-inference-compliance")
+    result = tmp_path / "Offline"
+    shutil.copytree(RESULT, result)
+    env = {"CM_MLPERF_ROUND": "v3.1", "CM_MLPERF_PERFORMANCE_DIR": str(result / "performance" / "run_1"),
+           "CM_MLPERF_COMPLIANCE_TESTS": "TEST04"}
+    assert hooks.preprocess({"env": env, "state": {}}) == {"return": 0}
+    assert env["CM_MLPERF_COMPLIANCE_RUN_TEST04"] == "yes" and env["CM_MLPERF_COMPLIANCE_RUN_TEST01"] == "no"
+    assert "performance_issue_same = 1" in Path(env["CM_MLPERF_COMPLIANCE_TEST04_AUDIT"]).read_text()
+    assert env["CM_MLPERF_LOADGEN_TARGET_QPS"] == "50.563"  # the result's own target_qps
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):  # what the harness run would leave
+        shutil.copy(RUNS / "TEST04" / name, env["CM_MLPERF_COMPLIANCE_TEST04_DIR"])
+    state: dict = {}
+    assert hooks.postprocess({"env": env, "state": state}) == {"return": 0}
+    assert state["mlperf_compliance"] == {"TEST04": {"performance": True}}
+    assert (result / "compliance" / "TEST04" / "verify_performance.txt").is_file()
+
+
+def test_compliance_script_fails_on_a_failed_test_and_bad_input(script_module, tmp_path: Path) -> None:
+    hooks = script_module("run-mlperf-inference-compliance")
+    result = tmp_path / "Offline"
+    shutil.copytree(RESULT, result)
+    env = {"CM_MLPERF_ROUND": "v3.1", "CM_MLPERF_COMPLIANCE_RESULT_DIR": str(result),
+           "CM_MLPERF_COMPLIANCE_TESTS": "TEST01"}
+    assert hooks.preprocess({"env": env, "state": {}}) == {"return": 0}
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"):
+        shutil.copy(RUNS / "TEST01" / name, env["CM_MLPERF_COMPLIANCE_TEST01_DIR"])
+    out = hooks.postprocess({"env": env, "state": {}})
+    assert out["return"] == 1 and "compliance failed: TEST01 performance" in out["error"]
+    bad = hooks.preprocess({"env": {"CM_MLPERF_ROUND": "v6.1", "CM_MLPERF_COMPLIANCE_RESULT_DIR": str(result),
+                                    "CM_MLPERF_COMPLIANCE_TESTS": "TEST05"}, "state": {}})
+    assert bad["return"] == 1 and "--tests=TEST05: round v6.1 has TEST01, TEST04" in bad["error"]
