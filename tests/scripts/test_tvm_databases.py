@@ -121,6 +121,27 @@ def test_manifest_archive_roundtrip_and_content_hash(tmp_path):
     assert databases.content_sha256(back) != databases.content_sha256(db)  # content, not path or mtime
 
 
+def test_history_totals_add_up_over_resumed_runs(tmp_path):
+    """A manifest reports every trial and second behind a database: a resumed run's tuning-info.json counts only
+    its own, so the totals follow `resumed.from` back (or take the run's own totals, or the base's manifest)."""
+    first = _fake_db(tmp_path / "first")
+    (first / "tuning-info.json").write_text(json.dumps({"trials_done": 3001, "tuning_seconds": 2667.5,
+                                                         "resumed": {"from": None}}))
+    second = _fake_db(tmp_path / "second")
+    (second / "tuning-info.json").write_text(json.dumps({"trials_done": 2500, "tuning_seconds": 1800.0,
+                                                          "resumed": {"from": str(first)}}))
+    assert databases.history_totals(first) == {"trials": 3001, "tuning_seconds": 2667.5}
+    assert databases.history_totals(second) == {"trials": 5501, "tuning_seconds": 4467.5}
+    (second / "tuning-info.json").write_text(json.dumps({"trials_done": 2500, "trials_total": 9000,
+                                                          "tuning_seconds_total": 9.0}))
+    assert databases.history_totals(second) == {"trials": 9000, "tuning_seconds": 9.0}
+    shipped = _fake_db(tmp_path / "shipped")  # a shipped folder: its manifest holds the totals
+    databases.make_manifest(shipped, name="x", model_name="tiny", model_sha256="ab" * 32, batch_size=1,
+                            family="x86_64_v4", trials=7000, tuning_seconds=600.0)
+    assert databases.history_totals(shipped) == {"trials": 7000, "tuning_seconds": 600.0}
+    assert databases.history_totals(_fake_db(tmp_path / "bare")) == {"trials": 5, "tuning_seconds": None}
+
+
 def test_bad_tuning_db_paths_are_clear(tmp_path):
     with pytest.raises(databases.TuningDatabaseError, match="--tuning_db=.*no such file or folder"):
         databases.check_folder(tmp_path / "nowhere")

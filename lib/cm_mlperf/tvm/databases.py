@@ -198,6 +198,36 @@ def make_manifest(folder: str | os.PathLike[str], *, name: str, model_name: str,
     return manifest
 
 
+def history_totals(folder: str | os.PathLike[str], _depth: int = 0) -> dict[str, Any]:
+    """{"trials", "tuning_seconds"} behind a database folder, over all the runs it grew from: its manifest's figures;
+    else tune-tvm-model's tuning-info.json (its totals, or this run's figures plus those of the database it resumed
+    from, followed back); else the number of records (seconds unknown: None)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) if folder.is_dir() else {}
+    if manifest.get("trials") is not None:
+        return {"trials": int(manifest["trials"]), "tuning_seconds": manifest.get("tuning_seconds")}
+    info_path = folder / "tuning-info.json"
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except ValueError:
+            info = {}
+        if info.get("trials_total") is not None:
+            return {"trials": int(info["trials_total"]), "tuning_seconds": info.get("tuning_seconds_total")}
+        if info.get("trials_done") is not None:
+            trials, secs = int(info["trials_done"]), info.get("tuning_seconds")
+            base = (info.get("resumed") or {}).get("from")
+            if base and Path(base).is_dir() and _depth < 20 and Path(base).resolve() != folder.resolve():
+                before = history_totals(base, _depth + 1)
+                trials += int(before["trials"] or 0)
+                secs = None if secs is None or before["tuning_seconds"] is None else \
+                    round(float(secs) + float(before["tuning_seconds"]), 1)
+            return {"trials": trials, "tuning_seconds": secs}
+    records = folder / RECORDS
+    n = sum(1 for ln in records.read_text().splitlines() if ln.strip()) if records.is_file() else 0
+    return {"trials": n, "tuning_seconds": None}
+
+
 def write_archive(folder: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Pack a database folder (its two files and manifest) into a .tar.gz, atomically."""
     folder, out = check_folder(folder), Path(out)

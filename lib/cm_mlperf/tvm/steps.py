@@ -230,9 +230,8 @@ def export_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, A
             name = env.get("CM_TVM_EXPORT_NAME") or old.get("name") or f"{model}-b{batch}-{fam}"
             pruned = Path(tmp) / name
             counts = databases.prune(folder, pruned)
-            trials = info.get("trials_done")
-            if old.get("trials") and info.get("resumed", {}).get("from"):
-                trials = int(old["trials"]) + int(trials or 0)
+            # totals over every run the database grew from (a resumed run's tuning-info.json counts only its own)
+            totals = databases.history_totals(folder)
             manifest = databases.make_manifest(
                 pruned, name=name, model_name=model,
                 model_sha256=info.get("onnx_sha256") or old.get("model_sha256") or env.get("CM_ML_MODEL_SHA256", ""),
@@ -242,8 +241,8 @@ def export_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, A
                                                  "vendor": env.get("CM_HOST_CPU_VENDOR_ID", ""),
                                                  "mcpu": info.get("mcpu", ""), "threads": info.get("num_cores")},
                 target=info.get("target") or old.get("target"), tvm_version=info.get("tvm_version") or
-                old.get("tvm_version", ""), trials=trials if trials is not None else old.get("trials"),
-                tuning_seconds=info.get("tuning_seconds") if info else old.get("tuning_seconds"), info=info or None)
+                old.get("tvm_version", ""), trials=totals["trials"], tuning_seconds=totals["tuning_seconds"],
+                info=info or None)
             if not info and old.get("per_task"):
                 manifest["per_task"] = old["per_task"]
                 (pruned / databases.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cm_mlperf.tvm import databases as tvm_databases
 from cm_mlperf.tvm import errors as tvm_errors
 from cm_mlperf.tvm import frontend as tvm_frontend
 from cm_mlperf.tvm import target as tvm_target
@@ -188,12 +189,13 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         raise TVMTuningError(f"batch size must be at least 1, got {batch_size} (--batch_size)")
     if int(trials) < 1:
         raise TVMTuningError(f"the number of trials must be at least 1, got {trials} (--trials)")
-    resumed = {"from": None, "workloads": 0, "records": 0}
+    resumed: dict[str, Any] = {"from": None, "workloads": 0, "records": 0, "trials": 0, "tuning_seconds": 0.0}
     if resume_from:
         src = check_database_dir(resume_from)
+        before = tvm_databases.history_totals(src)  # read before the copy: src may be out itself
         copy_database(src, out)
         w, r = database_counts(out)
-        resumed = {"from": str(src), "workloads": w, "records": r}
+        resumed = {"from": str(src), "workloads": w, "records": r, **before}
         log(f"resuming from {src}: {w} workloads, {r} tuning records copied in")
 
     target = tvm_target.make_target(mcpu, int(num_cores))
@@ -310,6 +312,10 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         "resumed": resumed,
         "database": {"workloads": workloads, "records": records, "files": list(DB_FILES)},
         "tuning_seconds": round(tune_s, 1),
+        # over every run this database grew from (what a manifest reports)
+        "trials_total": int(resumed["trials"] or 0) + progress.total_trials,
+        "tuning_seconds_total": (None if resumed["tuning_seconds"] is None else
+                                 round(float(resumed["tuning_seconds"]) + tune_s, 1)),
         "seconds": round(time.perf_counter() - started, 1),
         "per_task": per_task,
     }
