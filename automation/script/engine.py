@@ -250,11 +250,17 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     detection_key = ""
     if script.meta.get("side_effect_free") and not script.meta.get("cache") and not ctx.dry_run:
         # a detection script asked again in the same run (detect-cpu by several scripts) answers the same
-        detection_key = make_key({"path": script.path, "variations": prepared.variations, "env": prepared.key_env,
+        # (its own outputs in the incoming env, as an earlier run of it left them, do not make it a new question)
+        outputs = prepared.collect("new_env_keys")
+        asked = {k: v for k, v in prepared.key_env.items() if not envlib.matches(k, outputs)}
+        detection_key = make_key({"path": script.path, "variations": prepared.variations, "env": asked,
                                   "version": prepared.version})
-        if detection_key in ctx.detected:
+        earlier = ctx.detected.get(detection_key)
+        if earlier is not None and any(earlier.new_env.get(k, v) != v for k, v in prepared.key_env.items()
+                                       if k not in asked):
+            earlier = None  # an output key given a different value by the caller: an override, run again
+        if earlier is not None:
             step["cache"] = "same run"
-            earlier = ctx.detected[detection_key]
             depslib.check_version(script.alias, earlier.version, version_spec)
             return ScriptResult(copy.deepcopy(earlier.new_env), copy.deepcopy(earlier.new_state), earlier.version,
                                 None, earlier.key)
