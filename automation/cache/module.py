@@ -23,10 +23,15 @@ class CAutomation(Automation):
         return api.cache_root(self.cmind.repos.path)
 
     def show(self, i: dict[str, Any]) -> dict[str, Any]:
+        """cm show cache [--tags=...]: each entry's script, variations, size, age, time to make and key inputs,
+        then any folders a killed run left unfinished. --out=json: the full records."""
         return api.show_cache(i, self._root())
 
     def search(self, i: dict[str, Any]) -> dict[str, Any]:
+        """cm find cache [--tags=...]: the same as cm show cache."""
         return api.show_cache(i, self._root())
 
     def delete(self, i: dict[str, Any]) -> dict[str, Any]:
+        """cm rm cache --tags=... [--all] | cm rm cache <script alias>: remove entries (several need --all;
+        entries of cache_protected scripts, such as tuning results, only when the script is named)."""
         return api.remove_cache(i, self._root())

@@ -284,3 +284,15 @@ def test_detection_script_runs_once_per_run_and_packages_key_the_cache(run, tmp_
     packages = installed_packages(["pyyaml", "no-such-distribution-x"])
     assert packages["pyyaml"].startswith(__import__("yaml").__version__ + ":")
     assert packages["no-such-distribution-x"] == ""
+
+
+def test_unregistered_collection_says_to_register(tmp_path):
+    r = subprocess.run(["cm", "run", "script", "--tags=run-mlperf,inference,_tvm"], env=cm_env(tmp_path / "empty"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and "run cm-register-repo" in r.stderr
+
+
+@pytest.mark.parametrize("words", [["show", "cache"], ["rm", "cache"], ["find", "cache"], ["run", "script"]])
+def test_help_prints_without_a_traceback(cm_home, words):
+    r = _cm(cm_home, *words, "-h")
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr and "def " in r.stdout
