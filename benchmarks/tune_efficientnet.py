@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mcpu", default="", help="LLVM CPU (default: detect-cpu's choice)")
     ap.add_argument("--builder", default="inprocess", help="tuning builder: inprocess, pool or local")
     ap.add_argument("--population", type=int, default=512, help="evolutionary search population")
+    ap.add_argument("--focus", type=float, default=1.0,
+                    help="tune only the tasks taking this share of the model's time (by the resumed database)")
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (backends interleaved)")
     ap.add_argument("--iters", type=int, default=10, help="timed iterations per backend per round")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per backend")
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         info = tm.tune_model(path, batch_size=args.batch, mcpu=mcpu, num_cores=threads, trials=args.trials,
                              out_dir=str(db_dir), resume_from=args.resume_from or None, model_name="efficientnet-lite0",
-                             builder=args.builder, population=args.population)
+                             builder=args.builder, population=args.population, focus=args.focus)
         tuning = {"trials": f"{info['trials_done']} (asked {info['trials_requested']})",
                   "minutes": (time.perf_counter() - t0) / 60, "tasks": info["tasks"],
                   "records": info["database"]["records"], "tuned": info["tasks_with_records"]}

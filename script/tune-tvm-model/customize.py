@@ -8,7 +8,7 @@ from typing import Any
 
 from cm_mlperf.run_step import StepError, env_int
 from cm_mlperf.tvm import databases, tune
-from cm_mlperf.tvm.steps import rpc_settings
+from cm_mlperf.tvm.steps import rpc_settings, tuning_focus
 
 BUILDERS = ("inprocess", "pool", "local")
 COST_MODELS = ("auto", "xgb", "random")
@@ -48,6 +48,7 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
         if cost not in COST_MODELS:
             raise StepError(f"unknown --cost_model={cost}: choose one of {', '.join(COST_MODELS)}")
         rpc_settings(env)
+        tuning_focus(env)
     except (StepError, databases.TuningDatabaseError, tune.TVMTuningError) as e:
         return {"return": 1, "error": str(e)}
     if not env.get("CM_ML_MODEL_FILE_WITH_PATH"):

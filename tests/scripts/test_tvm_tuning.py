@@ -188,6 +188,8 @@ def test_resume_keeps_every_record(tuned, tiny, tune_customize, tmp_path, monkey
     ({"CM_TVM_TUNING_RESUME_FROM": "/nonexistent/tuning-db"}, "--resume_from=/nonexistent/tuning-db: no such"),
     ({"CM_TVM_TUNING_RESUME_FROM": "relative/db-that-is-nowhere"}, "as an absolute path"),
     ({"CM_TVM_TUNING_BUILDER": "magic"}, "unknown --builder=magic"),
+    ({"CM_TVM_TUNING_FOCUS": "80%"}, "--focus=80%: give a share of the model's time between 0 and 1"),
+    ({"CM_TVM_TUNING_FOCUS": "0"}, "--focus=0: give a share"),
 ])
 def test_bad_inputs_are_clear_errors(tiny, tune_customize, tmp_path, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
@@ -225,6 +227,26 @@ def test_tasks_come_from_the_module_the_tuned_build_applies_the_database_to(tiny
 
 
 # ----------------------------------------------------------------------------- pure helpers
+
+def test_focus_picks_the_tasks_that_take_the_time(tune_model_mod):
+    """--focus=0.8 keeps the tasks whose best latency x calls make 80 % of the model's time, largest first, and
+    always the tasks without a record."""
+    from types import SimpleNamespace as NS
+
+    us = {"big": 300.0, "mid": 100.0, "small": 10.0, "tiny": 1.0, "new": None}
+    calls = {"big": 1, "mid": 4, "small": 3, "tiny": 1, "new": 1}  # cost: 300, 400, 30, 1, ?
+    tasks = [NS(task_name=n, weight=calls[n], dispatched=[n]) for n in us]
+
+    class DB:
+        def query_tuning_record(self, mod, target, name):
+            return None if us[mod] is None else NS(run_secs=[us[mod] * 1e-6])
+
+    chosen, info = tune_model_mod.focus_tasks(tasks, DB(), None, 0.8)
+    assert [t.task_name for t in chosen] == ["big", "mid", "new"] and info["without_record"] == 1
+    assert info["share_selected"] == pytest.approx(700 / 731)
+    assert [t.task_name for t in tune_model_mod.focus_tasks(tasks, DB(), None, 0.5)[0]] == ["mid", "new"]
+    assert len(tune_model_mod.focus_tasks(tasks, DB(), None, 1.0)[0]) == 5
+
 
 def test_budget_gives_every_task_a_batch(tune_model_mod):
     plan = tune_model_mod.plan_budget(2000, 35)

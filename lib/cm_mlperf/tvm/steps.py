@@ -157,6 +157,7 @@ def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any
     rpc = rpc_settings(env)
     model = _model(env)
     cost_model = (env.get("CM_TVM_TUNING_COST_MODEL", "") or "auto").strip()
+    focus = tuning_focus(env)
     try:
         tvm_tune.choose_cost_model(cost_model)
         resume = (env.get("CM_TVM_TUNING_RESUME_FROM", "") or "").strip()
@@ -175,7 +176,7 @@ def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any
             width=env_int(env, "CM_ML_MODEL_IMAGE_WIDTH", 224, "CM_ML_MODEL_IMAGE_WIDTH"),
             builder=builder, cost_model=cost_model, population=population,
             host_flags=env.get("CM_HOST_CPU_FLAGS", "").split(), model_sha256=env.get("CM_ML_MODEL_SHA256", ""),
-            rpc=rpc)
+            rpc=rpc, focus=focus)
     except (TVMCompileError, databases.TuningDatabaseError) as e:
         raise StepError(str(e)) from e
     return {
@@ -184,6 +185,19 @@ def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any
         "CM_TVM_TUNING_SECONDS": f"{info['seconds']:.1f}",
         "CM_TVM_TUNING_INFO": os.path.join(info["database_dir"], "tuning-info.json"),
     }, {}
+
+
+def tuning_focus(env: Mapping[str, str]) -> float:
+    """--focus: the share of the model's time whose tasks are tuned (0 < f <= 1, default 1: every task)."""
+    raw = (env.get("CM_TVM_TUNING_FOCUS", "") or "1").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise StepError(f"--focus={raw}: give a share of the model's time between 0 and 1 (e.g. 0.8 tunes the tasks "
+                        f"that take 80% of it, by their best records); 1 tunes every task")
+    return value
 
 
 def rpc_settings(env: Mapping[str, str]) -> dict[str, Any] | None:
