@@ -150,9 +150,12 @@ class TvmBackend:
         return tvm.__version__
 
 
+from mlperf_backend_mojo import MojoBackend  # noqa: E402 - our Mojo kernels (cm_mlperf.mojo)
+
 BACKENDS: dict[str, type] = {
     "onnxruntime": OnnxRuntimeBackend,
     "tvm": TvmBackend,
+    "mojo": MojoBackend,
 }
 
 

@@ -15,7 +15,7 @@ SOURCES = Path(__file__).resolve().parent / "mojo"
 def main(env: Mapping[str, str]) -> tuple[dict[str, str], dict]:
     t0 = time.perf_counter()
     print(f"[build-mojo-backend] compiling {SOURCES} with {env.get('CM_MOJO_VERSION_LINE') or env['CM_MOJO_BIN']} "
-          "(about a minute on 2 cores; cached afterwards)", flush=True)
+          "(seconds to a minute; cached afterwards)", flush=True)
     try:
         built = toolchain.build_backend(env["CM_MOJO_BIN"], SOURCES, Path(os.getcwd()))
         lib = engine.load_library(built["library"])
