@@ -18,8 +18,8 @@ from .search import ScriptIndex, parse_tags
 CONTROL_KEYS = {
     "action", "automation", "tags", "artifact", "artifacts", "cmd", "out", "env", "adr", "new",
     "dry_run", "dry-run", "print_deps", "quiet", "v", "verbose", "silent", "version", "version_min",
-    "version_max", "parsed_automation", "parsed_artifact", "parsed_artifacts", "all", "force", "f", "h", "help",
-    "con", "j", "json",
+    "version_max", "version_max_usable", "parsed_automation", "parsed_artifact", "parsed_artifacts", "all", "force",
+    "f", "h", "help", "con", "j", "json",
 }
 
 
@@ -37,6 +37,11 @@ def absolute_path_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
                 and value.lower() not in _NOT_A_PATH):
             result[key] = os.path.abspath(os.path.expanduser(value))
     return result
+
+
+def index_dir(cache_root: str) -> str:
+    """Where the script index lives: beside the cache entries (one per CM home, or per CM_CACHE_DIR)."""
+    return os.path.join(cache_root, ".index")
 
 
 def cache_root(cm_home: str) -> str:
@@ -106,7 +111,7 @@ def _run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: 
             raise ScriptError("--adr must be given as --adr.<dependency name>.tags=...")
         dry_run = _flag(i, "dry_run", "dry-run", "print_deps")
         ctx = RunContext(
-            index=ScriptIndex(repo_paths),
+            index=ScriptIndex(repo_paths, index_dir(cache_root)),
             cache=CacheStore(cache_root),
             reporter=Reporter(sys.stdout, verbose=_flag(i, "v", "verbose"), silent=_flag(i, "silent")),
             output=sys.stdout,
@@ -114,6 +119,7 @@ def _run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: 
             user_env={k: v for k, v in env.items()},
             force_new=_flag(i, "new"),
             dry_run=dry_run,
+            quiet=_flag(i, "quiet"),
         )
         register(ctx)
         inputs = absolute_path_inputs({k: v for k, v in i.items() if k not in CONTROL_KEYS})
@@ -123,14 +129,16 @@ def _run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: 
             if removed:
                 ctx.reporter.notice(f"removed {len(removed)} unfinished folder(s) that a killed run left in "
                                     f"{os.path.dirname(removed[0])}")
-        version_spec = {k: i[k] for k in ("version", "version_min", "version_max") if i.get(k)}
+        version_spec = {k: i[k] for k in ("version", "version_min", "version_max", "version_max_usable") if i.get(k)}
         result = run_script(ctx, tags, variations, artifact=i.get("artifact") or "", inputs=inputs,
                             env=dict(env), overrides=merge_overrides(adr), version_spec=version_spec)
     except ScriptError as e:
         return e.to_cm()
     return {
         "return": 0,
+        "env": result.env if result.env is not None else {**env, **result.new_env},
         "new_env": result.new_env,
+        "state": result.state if result.state is not None else dict(result.new_state),
         "new_state": result.new_state,
         "version": result.version,
         "cache_path": result.cache_path,
@@ -140,10 +148,10 @@ def _run(i: dict[str, Any], repo_paths: list[str], cache_root: str, automation: 
     }
 
 
-def search(i: dict[str, Any], repo_paths: list[str]) -> dict[str, Any]:
+def search(i: dict[str, Any], repo_paths: list[str], cache_root: str | None = None) -> dict[str, Any]:
     """`cm find script --tags=...`: the matching scripts (variation tags are ignored)."""
     try:
-        index = ScriptIndex(repo_paths)
+        index = ScriptIndex(repo_paths, index_dir(cache_root) if cache_root else None)
         tags, _ = parse_tags(i.get("tags"))
         found = index.find_by_artifact(i["artifact"]) if i.get("artifact") else index.find_by_tags(tags)
     except ScriptError as e:
@@ -152,6 +160,36 @@ def search(i: dict[str, Any], repo_paths: list[str]) -> dict[str, Any]:
         for script in found:
             print(f"{script.alias:45s} {script.path}")
     return {"return": 0, "list": [{"alias": s.alias, "uid": s.uid, "path": s.path, "tags": s.tags} for s in found]}
+
+
+def engine_version(i: dict[str, Any], repo_paths: list[str], cache_root: str, engine_path: str) -> dict[str, Any]:
+    """What `cm version script` prints: this engine, where it is, and per collection how many scripts it runs and
+    whether they were written for CM's own engine (which then does not run: this one does)."""
+    from importlib import metadata
+
+    from .search import written_for_cm_engine
+
+    try:
+        version = metadata.version("mlperf-tvm-cm")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        scripts = ScriptIndex(repo_paths, index_dir(cache_root)).scripts
+    except ScriptError as e:
+        return e.to_cm()
+    collections = []
+    for repo in repo_paths:
+        count = sum(1 for s in scripts if s.path.startswith(os.path.join(repo, "script") + os.sep))
+        if count or os.path.isdir(os.path.join(repo, "script")):
+            collections.append({"path": repo, "scripts": count, "written_for_cm_engine": written_for_cm_engine(repo)})
+    result = {"return": 0, "engine": "cm_script_engine", "version": version, "engine_path": engine_path,
+              "collections": collections}
+    if i.get("out") == "con":
+        print(f"script automation: cm_script_engine {version} (mlperf-tvm-cm) at {engine_path}")
+        for c in collections:
+            kind = "written for CM's engine, run by this one" if c["written_for_cm_engine"] else "run by this engine"
+            print(f"  {c['path']}: {c['scripts']} scripts ({kind})")
+    return result
 
 
 def _matching_entries(i: dict[str, Any], root: str):
@@ -215,6 +253,22 @@ def show_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
     return {"return": 0, "list": [{"path": e.path, **e.record} for e in entries], "unfinished": leftovers}
+
+
+def find_cache(i: dict[str, Any], root: str) -> dict[str, Any]:
+    """`cm find cache --tags=...` and a hook's `cm.access({'action': 'find', 'automation': 'cache', ...})`: CM
+    artifact objects (`.path`, `.meta` with CM's tags) of the matching entries, CM's tags included."""
+    from .cm_artifact import artifact
+
+    try:
+        entries = _matching_entries(i, root)
+    except ScriptError as e:
+        return e.to_cm()
+    found = [artifact(e.path, e.record) for e in entries]
+    if i.get("out") == "con":
+        for item in found:
+            print(item.path)
+    return {"return": 0, "list": found}
 
 
 def _named(i: dict[str, Any], alias: str) -> bool:

@@ -51,7 +51,7 @@ class CacheEntry:
         return self.record.get("script", "")
 
     def matches(self, tags: list[str], variations: list[str]) -> bool:
-        own_tags = set(self.record.get("tags", [])) | {self.alias}
+        own_tags = set(self.record.get("tags", [])) | {self.alias} | set(self.record.get("cm_tags", []))
         return set(tags).issubset(own_tags) and set(variations).issubset(self.record.get("variations", []))
 
 
@@ -59,7 +59,7 @@ class CacheStore:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
 
-    def _entry_dir(self, alias: str, key: str) -> str:
+    def entry_dir(self, alias: str, key: str) -> str:
         return os.path.join(self.root, f"{alias}-{key[:16]}")
 
     def lock(self, alias: str, key: str) -> FileLock:
@@ -69,7 +69,7 @@ class CacheStore:
 
     def lookup(self, alias: str, key: str, notice=None) -> CacheEntry | None:
         """The verified entry for key, or None. A damaged entry is removed (with a one-line notice)."""
-        path = self._entry_dir(alias, key)
+        path = self.entry_dir(alias, key)
         record = _read_record(path)
         if record is None:
             if os.path.isdir(path):
@@ -116,7 +116,7 @@ class CacheStore:
 
     def commit(self, workdir: str, alias: str, key: str, record: dict[str, Any]) -> CacheEntry:
         """Write the record into workdir and rename it into place; paths inside it are rewritten."""
-        final = self._entry_dir(alias, key)
+        final = self.entry_dir(alias, key)
         record = _replace_prefix(record, workdir, final)
         record.update(key=key, script=alias, created=time.strftime("%Y-%m-%dT%H:%M:%S"), path=final,
                       created_at=time.time(), files=_manifest(workdir))

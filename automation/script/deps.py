@@ -42,10 +42,19 @@ def conditions_hold(conditions: Mapping[str, Any] | None, env: Mapping[str, Any]
     return all(_env_matches(env.get(key), allowed) for key, allowed in (conditions or {}).items())
 
 
+def any_condition_holds(conditions: Mapping[str, Any] | None, env: Mapping[str, Any]) -> bool:
+    """One of the `KEY: [values]` pairs holds (CM's enable_if_any_env and skip_if_any_env)."""
+    return any(_env_matches(env.get(key), allowed) for key, allowed in (conditions or {}).items())
+
+
 def should_run(dep: Mapping[str, Any], env: Mapping[str, Any]) -> bool:
     if dep.get("enable_if_env") and not conditions_hold(dep["enable_if_env"], env):
         return False
+    if dep.get("enable_if_any_env") and not any_condition_holds(dep["enable_if_any_env"], env):
+        return False
     if dep.get("skip_if_env") and conditions_hold(dep["skip_if_env"], env):
+        return False
+    if dep.get("skip_if_any_env") and any_condition_holds(dep["skip_if_any_env"], env):
         return False
     return True
 

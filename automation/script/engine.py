@@ -15,15 +15,15 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from . import cm_artifact, cm_compat, runner
 from . import deps as depslib
 from . import env as envlib
 from . import inputs as inputslib
-from . import runner
 from .cache import CacheStore, make_key
 from .codehash import hash_code
 from .errors import ScriptError
 from .fingerprint import fingerprint, looks_like_path
-from .meta import ScriptMeta
+from .meta import ScriptMeta, split_tags
 from .report import Reporter
 from .search import ScriptIndex, parse_tags
 from .variations import resolve as resolve_variations
@@ -49,6 +49,8 @@ class RunContext:
     failed_in: str = ""  # the innermost script a failure or an interrupt came from
     detected: dict[str, ScriptResult] = field(default_factory=dict)  # side-effect-free results of this run
     user_paths: set[str] = field(default_factory=set)  # paths the user gave: fingerprinted in full (folders too)
+    quiet: bool = False  # --quiet: CM's CM_QUIET=yes, and the first of several matching scripts is taken
+    cwd: str = field(default_factory=os.getcwd)  # where `cm` was called (CM's CM_TMP_CURRENT_PATH)
 
     def path_fingerprints(self, values: dict[str, Any]) -> dict[str, str]:
         """Fingerprints of the absolute paths among env values (see fingerprint.py): what a result read by path.
@@ -76,6 +78,9 @@ class ScriptResult:
     version: str = ""
     cache_path: str | None = None
     key: str = ""  # identifies this result in its consumers' cache keys (the entry key when cached)
+    env: dict[str, Any] | None = None  # the script's whole env after its run (CM's `env` in the result)
+    state: dict[str, Any] | None = None
+    extra_cache_tags: list[str] = field(default_factory=list)  # hooks' add_extra_cache_tags
 
 
 @dataclass
@@ -116,13 +121,9 @@ class _Prepared:
 
 
 def os_info() -> dict[str, Any]:
-    return {
-        "platform": platform.system().lower(),
-        "bat_ext": ".sh",
-        "env_separator": os.pathsep,
-        "run_local_bat_from_python": "bash ./tmp-run.sh",
-        "python": sys.executable,
-    }
+    """CM's os_info (platform, bits, env_separator, run_bat, ...) plus the running Python."""
+    return {**cm_compat.host_os_info(), "platform": platform.system().lower(), "env_separator": os.pathsep,
+            "python": sys.executable}
 
 
 def _select_version(script: ScriptMeta, blocks: list[dict[str, Any]], requested: str) -> tuple[str, list]:
@@ -160,18 +161,42 @@ def prepare(ctx: RunContext, script: ScriptMeta, requested_variations: list[str]
     input_mapping: dict[str, str] = {}
     for block in blocks:
         input_mapping.update(block.get("input_mapping") or {})
+    if not script.strict:
+        envlib.merge(env, cm_compat.inputs_to_env(inputs))
     for name, env_key in input_mapping.items():
         if name in inputs and inputs[name] is not None:
             env[env_key] = envlib.normalise(inputs[name])
+    for block in blocks:  # CM's `const`: env no caller can change
+        envlib.merge(env, block.get("const"))
     envlib.merge(env, ctx.user_env)
     if version:
         env["CM_VERSION"] = version
+    for spec_key, env_key in (("version_min", "CM_VERSION_MIN"), ("version_max", "CM_VERSION_MAX"),
+                              ("version_max_usable", "CM_VERSION_MAX_USABLE")):
+        if version_spec.get(spec_key):
+            env[env_key] = str(version_spec[spec_key])
+    if ctx.quiet:
+        env.setdefault("CM_QUIET", "yes")
+    if not script.strict:  # what CM's engine tells every script about itself (local: never passed on)
+        env.update(CM_TMP_CURRENT_SCRIPT_PATH=script.path, CM_TMP_CURRENT_PATH=ctx.cwd,
+                   CM_TMP_CURRENT_SCRIPT_REPO_PATH=os.path.dirname(os.path.dirname(script.path)),
+                   CM_TMP_PIP_VERSION_STRING=_pip_version_string(env))
     envlib.substitute(env)
 
     prepared = _Prepared(script, resolved.selected, blocks, env, version, [], own_env)
     prepared.key_patterns = list(input_mapping.values()) + prepared.collect("default_env") + prepared.collect("env")
     prepared.key_patterns += prepared.collect("cache_key_env")
     return prepared
+
+
+def _pip_version_string(env: dict[str, Any]) -> str:
+    """CM's pip specifier from the version request (get-generic-python-lib installs with it)."""
+    version, low, high = (str(env.get(k, "")) for k in ("CM_VERSION", "CM_VERSION_MIN", "CM_VERSION_MAX"))
+    if version:
+        return "==" + version
+    if low and high:
+        return f">={low},<={high}"
+    return (">=" + low) if low else (("<=" + high) if high else "")
 
 
 def key_inputs(ctx: RunContext, prepared: _Prepared) -> dict[str, Any]:
@@ -235,8 +260,9 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     inputs = inputs or {}
     version_spec = version_spec or {}
     state = state if state is not None else {}
-    script = ctx.index.find_one(tags, artifact)
-    if depth == 0:  # inputs reach the script the user runs: check them before anything runs
+    script = ctx.index.find_one(tags, artifact, variations, quiet=ctx.quiet,
+                                has_cache=lambda s: any(e.alias == s.alias for e in ctx.cache.find([], variations)))
+    if depth == 0 and script.strict:  # inputs reach the script the user runs: check them before anything runs
         variations = inputslib.select_variations(script.meta, script.alias, variations, inputs)
         inputs = inputslib.check_values(inputslib.descriptions(script.meta, script.alias, variations), inputs)
     if script.path in ctx.stack:
@@ -328,8 +354,11 @@ def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], st
         try:
             started = time.perf_counter()
             result = _execute(ctx, prepared, inputs, state, overrides, depth, workdir)
+            cm_tags = cm_cache_tags(prepared, result)
+            cm_artifact.write(workdir, ctx.cache.entry_dir(alias, key), prepared.script, cm_tags, result)
             record = {
                 "tags": prepared.script.tags, "uid": prepared.script.uid, "variations": prepared.variations,
+                "cm_tags": cm_tags,
                 "version": result.version, "new_env": result.new_env, "new_state": result.new_state,
                 "key_inputs": key_inputs(ctx, prepared),
                 "protected": bool(prepared.script.meta.get("cache_protected")),
@@ -341,6 +370,23 @@ def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], st
             raise
     step["cache_path"] = entry.path
     return ScriptResult(entry.record["new_env"], entry.record["new_state"], result.version, entry.path, key)
+
+
+def cm_cache_tags(prepared: _Prepared, result: ScriptResult) -> list[str]:
+    """The tags CM gives a cache entry: the script's, `_variations`, `script-artifact-<uid>`, `version-X`, and the
+    extra tags from `--extra_cache_tags`, `extra_cache_tags_from_env` and the hooks' `add_extra_cache_tags`."""
+    script, env = prepared.script, result.env or prepared.env
+    tags = list(script.tags) + ["_" + v for v in prepared.variations]
+    if script.uid:
+        tags.append(f"script-artifact-{script.uid}")
+    if result.version:
+        tags.append(f"version-{result.version}")
+    tags += split_tags(env.get("CM_EXTRA_CACHE_TAGS"))
+    for item in script.meta.get("extra_cache_tags_from_env") or []:
+        if isinstance(item, dict):
+            tags += [str(item.get("prefix", "")) + t for t in split_tags(env.get(item.get("env", "")))]
+    tags += split_tags(result.extra_cache_tags)
+    return list(dict.fromkeys(tags))
 
 
 def _from_entry(record: dict[str, Any], path: str) -> ScriptResult:
@@ -361,15 +407,9 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
         for block in prepared.blocks:
             for dep in block.get(list_key) or []:
                 if id(dep) not in prepared.done_deps:
-                    _run_dependency(ctx, dep, env, state, direct_overrides, child_overrides, depth)
+                    _run_dependency(ctx, dep, env, state, direct_overrides, child_overrides, depth,
+                                    prepared.variations)
 
-    hook_input = {
-        "env": env, "state": state, "meta": script.meta, "input": inputs, "os_info": os_info(),
-        "automation": ctx.automation, "variation_tags": prepared.variations,
-        "run_script_input": {"path": script.path, "run_dir": run_dir, "alias": script.alias, "tags": script.tags,
-                             "variations": prepared.variations, "version": prepared.version, "depth": depth,
-                             "dry_run": ctx.dry_run},
-    }
     for list_key in PRE_RUN_DEPS:
         run_deps(list_key)
     if ctx.dry_run:
@@ -378,17 +418,23 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
         return ScriptResult(envlib.select(env, prepared.collect("new_env_keys")), {}, prepared.version)
 
     version = prepared.version
+    extra_tags: list[str] = []
     previous_cwd = os.getcwd()
     os.chdir(run_dir)
     try:
+        hook_input = _hook_input(ctx, prepared, inputs, state, run_dir, depth)
         pre = runner.call_hook(script.path, "preprocess", hook_input, script.alias)
+        extra_tags += list(pre.get("add_extra_cache_tags") or [])
         run_deps("prehook_deps")
         if not pre.get("skip"):
             run_env, run_state = runner.run_native(
-                script.path, run_dir, env, script.alias, rerun_command(prepared), ctx.output)
-            env.update(run_env)
+                script.path, run_dir, env, script.alias, rerun_command(prepared), ctx.output,
+                script_name=None if script.strict else (script.meta.get("script_name") or "run"),
+                cm_style=not script.strict)
+            _merge_run_env(env, run_env)
             state.update(run_state)
         post = runner.call_hook(script.path, "postprocess", hook_input, script.alias)
+        extra_tags += list(post.get("add_extra_cache_tags") or [])
         version = str(post.get("version") or pre.get("version") or env.get("CM_VERSION") or version)
     finally:
         os.chdir(previous_cwd)
@@ -396,7 +442,56 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
         run_deps(list_key)
     new_env = envlib.select(env, prepared.collect("new_env_keys"))
     new_state = {k: v for k, v in state.items() if envlib.matches(k, prepared.collect("new_state_keys"))}
-    return ScriptResult(new_env, new_state, version)
+    return ScriptResult(new_env, new_state, version, env=env, state=state, extra_cache_tags=extra_tags)
+
+
+def _merge_run_env(env: dict[str, Any], run_env: dict[str, Any]) -> None:
+    """What run.sh wrote back; a `+KEY` line extends the list (CM's rule)."""
+    for key, value in run_env.items():
+        if envlib.is_list_key(key):
+            envlib.merge(env, {key: [v for v in str(value).split(os.pathsep) if v]})
+        else:
+            env[key] = value
+
+
+def _hook_input(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state: dict[str, Any], run_dir: str,
+                depth: int) -> dict[str, Any]:
+    """The dict a customize.py hook gets: ours plus what CM's engine gives (see cm_compat)."""
+    script, env = prepared.script, prepared.env
+    module = runner.load_customize(script.path)
+    info = os_info()
+
+    def run_native(rsi: dict[str, Any], script_name: str, run_env: dict[str, Any]) -> None:
+        produced, produced_state = runner.run_native(
+            script.path, os.getcwd(), run_env, script.alias, rerun_command(prepared), ctx.output,
+            script_name=script_name, cm_style=True)
+        _merge_run_env(run_env, produced)
+        rsi.setdefault("state", {}).update(produced_state)
+
+    automation = cm_compat.ScriptAutomation(ctx.automation, run_native)
+    common = {
+        "input": inputs, "automation": automation, "artifact": cm_compat.Artifact(script.path, script.meta),
+        "customize": script.meta.get("customize", {}), "os_info": info, "recursion_spaces": "  " * (depth + 1),
+        "script_tags": script.tags, "found_script_tags": script.tags, "variation_tags": prepared.variations,
+    }
+    const = prepared.merged("const")
+    run_script_input = {
+        # CM's keys (its hooks pass this dict back to the automation's methods)
+        "path": script.path, "bat_ext": info["bat_ext"], "os_info": info, "const": const, "state": state,
+        "const_state": {}, "reuse_cached": False, "recursion": depth > 0, "recursion_spaces": "  " * (depth + 1),
+        "tmp_file_run": "tmp-run", "tmp_file_run_env": runner.RUN_ENV_FILE,
+        "tmp_file_run_state": runner.RUN_STATE_FILE, "tmp_file_state": "tmp-state.json",
+        "local_env_keys": cm_compat.LOCAL_ENV_KEYS, "posthook_deps": [], "add_deps_recursive": {},
+        "found_script_tags": script.tags, "variation_tags_string": ",".join("_" + v for v in prepared.variations),
+        "found_cached": False, "verbose": ctx.reporter.verbose, "meta": script.meta, "self": automation,
+        "customize_code": module, "customize_common_input": common, "run_state": {}, "env": env,
+        "script_name": script.meta.get("script_name", ""),
+        # ours
+        "run_dir": run_dir, "alias": script.alias, "tags": script.tags, "variations": prepared.variations,
+        "version": prepared.version, "depth": depth, "dry_run": ctx.dry_run,
+    }
+    return {**common, "env": env, "state": state, "meta": script.meta, "const": const, "const_state": {},
+            "run_script_input": run_script_input}
 
 
 def _run_pre_deps(ctx: RunContext, prepared: _Prepared, state: dict[str, Any], overrides: dict[str, Any],
@@ -410,7 +505,8 @@ def _run_pre_deps(ctx: RunContext, prepared: _Prepared, state: dict[str, Any], o
     for block in prepared.blocks:
         for dep in block.get("deps") or []:
             before = len(ctx.steps)
-            result = _run_dependency(ctx, dep, prepared.env, state, direct_overrides, child_overrides, depth)
+            result = _run_dependency(ctx, dep, prepared.env, state, direct_overrides, child_overrides, depth,
+                                     prepared.variations)
             prepared.done_deps.add(id(dep))
             if result is not None:
                 prepared.dep_keys.append(result.key)
@@ -420,15 +516,22 @@ def _run_pre_deps(ctx: RunContext, prepared: _Prepared, state: dict[str, Any], o
 
 def _run_dependency(ctx: RunContext, dep: dict[str, Any], env: dict[str, Any], state: dict[str, Any],
                     direct_overrides: dict[str, Any], child_overrides: dict[str, Any],
-                    depth: int) -> ScriptResult | None:
+                    depth: int, caller_variations: list[str] | None = None) -> ScriptResult | None:
     dep = depslib.apply_overrides(dep, direct_overrides)
     if not depslib.should_run(dep, env):
         ctx.reporter.skipped(depth + 1, str(dep.get("tags")), "enable_if_env/skip_if_env")
         return None
     tags, variations = parse_tags(depslib.resolve_tags(dep, env))
-    child_env = copy.deepcopy(env)
+    if dep.get("inherit_variation_tags"):  # CM: the caller's variations go to the dependency too
+        variations += [v for v in caller_variations or [] if v not in variations]
+    # CM's local keys (CM_VERSION*, CM_TMP_*, ...) describe the caller, not the dependency
+    forced = set(dep.get("force_env_keys") or [])
+    child_env = {k: copy.deepcopy(v) for k, v in env.items()
+                 if k in forced or not envlib.matches(k, cm_compat.LOCAL_ENV_KEYS)}
     envlib.merge(child_env, dep.get("env"))
-    version_spec = {k: dep[k] for k in depslib.VERSION_FIELDS if dep.get(k)}
+    version_spec = {k: dep[k] for k in (*depslib.VERSION_FIELDS, "version_max_usable") if dep.get(k)}
+    if dep.get("reuse_version") and env.get("CM_VERSION") and not version_spec.get("version"):
+        version_spec["version"] = env["CM_VERSION"]
     result = run_script(ctx, tags, variations, env=child_env, state=copy.deepcopy(state),
                         overrides=child_overrides, version_spec=version_spec, depth=depth + 1)
     envlib.merge(env, result.new_env)

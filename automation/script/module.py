@@ -55,15 +55,27 @@ class CAutomation(Automation):
 
     def run(self, i: dict[str, Any]) -> dict[str, Any]:
         """cm run script --tags=<tags,_variations> [--key=value] [--env.K=V] [--adr.name.tags=...] [--new]
-        [--dry-run] [-v] [--out=json]"""
-        if i.get("out") != "json":
+        [--dry-run] [-v] [--quiet] [--out=json | -j]"""
+        as_json = i.get("out") == "json" or bool(i.get("j") or i.get("json"))
+        if not as_json:
             return api.run(i, repo_paths=self._repo_paths(), cache_root=self.cache_root(), automation=self)
-        with _stdout_to_stderr():  # keep stdout pure JSON with --out=json, child processes included
-            return api.run(i, repo_paths=self._repo_paths(), cache_root=self.cache_root(), automation=self)
+        with _stdout_to_stderr():  # keep stdout pure JSON, child processes included
+            result = api.run(i, repo_paths=self._repo_paths(), cache_root=self.cache_root(), automation=self)
+        if i.get("out") != "json":  # -j: cmind prints JSON only for --out=json, so print it here
+            import json
+
+            print(json.dumps(result, indent=2, default=str))
+            sys.stdout.flush()
+        return result
 
     def search(self, i: dict[str, Any]) -> dict[str, Any]:
         """cm find script --tags=...: list the matching scripts."""
-        return api.search(i, repo_paths=self._repo_paths())
+        return api.search(i, repo_paths=self._repo_paths(), cache_root=self.cache_root())
+
+    def version(self, i: dict[str, Any]) -> dict[str, Any]:
+        """cm version script: which engine runs `cm run script`, and the collections it runs."""
+        return api.engine_version(i, repo_paths=self._repo_paths(), cache_root=self.cache_root(),
+                                  engine_path=os.path.dirname(os.path.abspath(__file__)))
 
     def _repo_paths(self) -> list[str]:
         return [repo.path for repo in self.cmind.repos.lst]

@@ -77,11 +77,25 @@ def call_hook(script_path: str, hook: str, hook_input: dict[str, Any], alias: st
     return check(result, f"script '{alias}' {hook}()")
 
 
-def native_entry_point(script_path: str) -> list[str] | None:
-    for name, interpreter in NATIVE_ENTRY_POINTS:
-        full = os.path.join(script_path, name)
+def native_entry_point(script_path: str, script_name: str | None = None,
+                       env: dict[str, Any] | None = None) -> list[str] | None:
+    """Our scripts: run.sh, else run.py. A named script (CM's `script_name`, or a hook's run_native_script):
+    `<name>.sh`, preferring CM's OS-specific spellings `<name>-<flavor>[-<version>][-<platform>].sh`."""
+    if script_name is None:
+        for name, interpreter in NATIVE_ENTRY_POINTS:
+            full = os.path.join(script_path, name)
+            if os.path.isfile(full):
+                return [*interpreter, full]
+        return None
+    env = env or {}
+    flavor, version, machine = (str(env.get(k, "")) for k in
+                                ("CM_HOST_OS_FLAVOR", "CM_HOST_OS_VERSION", "CM_HOST_PLATFORM_FLAVOR"))
+    for parts in ((flavor, version, machine), (flavor, machine), (flavor, version), (flavor,), (machine,), ()):
+        if parts and not all(parts):
+            continue
+        full = os.path.join(script_path, "-".join((script_name, *parts)) + ".sh")
         if os.path.isfile(full):
-            return [*interpreter, full]
+            return ["bash", full]
     return None
 
 
@@ -92,18 +106,26 @@ def run_native(
     alias: str,
     rerun_command: str,
     output: IO[str],
+    script_name: str | None = None,
+    cm_style: bool = False,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Run run.sh/run.py in run_dir; return the env and state it wrote back. Raise on non-zero exit."""
-    command = native_entry_point(script_path)
+    """Run run.sh/run.py in run_dir; return the env and state it wrote back. Raise on non-zero exit.
+
+    cm_style (a script written for CM's engine): the env's own CM_PYTHON_BIN_WITH_PATH (a Python that
+    get-python3 found) is kept, and CM's CM_TMP_CURRENT_SCRIPT_WORK_PATH is set."""
+    command = native_entry_point(script_path, script_name, env)
     if command is None:
         return {}, {}
     for name in (RUN_ENV_FILE, RUN_STATE_FILE):
         if os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))
     process_env = envlib.for_process(env)
-    process_env.update(
-        CM_TMP_CURRENT_SCRIPT_PATH=script_path, CM_TMP_CURRENT_PATH=run_dir, CM_PYTHON_BIN_WITH_PATH=sys.executable
-    )
+    process_env.update(CM_TMP_CURRENT_SCRIPT_PATH=script_path, CM_TMP_CURRENT_PATH=run_dir)
+    if cm_style:
+        process_env["CM_TMP_CURRENT_SCRIPT_WORK_PATH"] = run_dir
+        process_env.setdefault("CM_PYTHON_BIN_WITH_PATH", sys.executable)
+    else:
+        process_env["CM_PYTHON_BIN_WITH_PATH"] = sys.executable
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     code = _run_relaying(command, run_dir, process_env, output, tail)
     if code < 0:
