@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline", default="default", help="TVM Relax pipeline (see compile-tvm-model)")
     ap.add_argument("--mcpu", default="", help="LLVM CPU for TVM (default: detect-cpu's choice)")
     ap.add_argument("--effnet_onnx", default="", help="EfficientNet-Lite0 ONNX file (else converted, else skipped)")
-    ap.add_argument("--variants", default="untuned,shipped",
-                    help="TVM builds to time: untuned, shipped (the database in tuning-databases/ for the CPU family)")
+    ap.add_argument("--variants", default="untuned,shipped,mojo",
+                    help="TVM builds to time: untuned, shipped (the database in tuning-databases/ for the CPU family); "
+                         "mojo: our Mojo kernels")
+    ap.add_argument("--mojo_lib", default="", help="libmlperf_mojo.so from build-mojo-backend (else built here)")
     ap.add_argument("--tune_trials", type=int, default=0,
                     help="also tune N MetaSchedule trials (resumed from the shipped database if one fits), time it")
     args = ap.parse_args(argv)
@@ -194,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                         db_dir = info["database_dir"]
                         note = (f"{info['trials_done']} trials in {time.perf_counter() - t0:.0f} s"
                                 f"{' on top of ' + shipped.name if shipped else ''}")
+                    elif variant == "mojo":  # our Mojo kernels (cm_mlperf.mojo), no compile step per model
+                        rows.append(mojo_row(args, work, path, model_name, bs, x, threads, ort_s, ort_out, flops))
+                        continue
                     elif variant != "untuned":
                         print(f"skipping unknown variant {variant!r}")
                         continue
@@ -221,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         err = f"{r['rel_err']:.1e}" if "rel_err" in r else ""
         print(f"| {r['model']} | {r['batch']} | {r['backend']} | {r['sps']:.2f} | {ratio} | {r['gflops']:.1f} | "
               f"{r['gflops'] / peak:.0%} | {err} | {r['iters']} | {r['note']} |")
+    mojo = [r for r in rows if r["model"] == EFFNET and r["backend"] == "Mojo (ours)"]
+    if mojo:
+        best = max(mojo, key=lambda r: r["batch"])
+        print(f"Mojo / ORT, EfficientNet-Lite0, Offline (batch {best['batch']}): {best['ratio']:.2f}")
     offline = [r for r in rows if r["model"] == EFFNET and r["backend"] == "TVM (shipped)"]
     if offline:
         best = max(offline, key=lambda r: r["batch"])  # the largest batch measured stands for Offline
@@ -228,6 +237,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("TVM (shipped) / ORT, EfficientNet-Lite0, Offline: n/a (no shipped database for this CPU family)")
     return 0 if rows else 1
+
+
+def mojo_row(args: Any, work: Path, path: Path, model_name: str, bs: int, x: np.ndarray, threads: int,
+             ort_s: float, ort_out: Any, flops: float) -> dict[str, Any]:
+    """One row for our Mojo kernels: the library from --mojo_lib, else built now from build-mojo-backend's sources."""
+    from cm_mlperf.mojo import toolchain
+    from cm_mlperf.mojo.engine import MojoEngine
+
+    lib = args.mojo_lib or str(work / "mojo" / toolchain.LIBRARY_NAME)
+    if not Path(lib).is_file():
+        mojo = toolchain.find_mojo()
+        if not mojo:
+            raise SystemExit("--variants includes mojo but the Mojo toolchain is not installed: pip install mojo")
+        toolchain.build_backend(mojo, SCRIPTS / "build-mojo-backend" / "mojo", work / "mojo", native=False)
+    with MojoEngine(lib, path, threads=threads) as eng:  # one image per pass: see cm_mlperf.mojo.engine
+        mojo_s, mojo_n, out = time_runs(lambda: eng.run(x), args.warmup, args.iters, args.time_budget)
+    ref = np.asarray(ort_out[0]).reshape(out.shape)
+    print(f"{model_name} b{bs}: Mojo {bs / mojo_s:.2f}/s, {ort_s / mojo_s:.2f}x ORT", flush=True)
+    return {"model": model_name, "batch": bs, "backend": "Mojo (ours)", "sps": bs / mojo_s,
+            "gflops": flops * bs / mojo_s / 1e9, "iters": mojo_n, "ratio": ort_s / mojo_s,
+            "rel_err": float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30)), "note": "our kernels"}
 
 
 def sgemm_peak_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:

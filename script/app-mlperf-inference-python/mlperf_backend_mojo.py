@@ -1,8 +1,7 @@
 """The `mojo` backend of the harness: the ONNX graph executed by our own Mojo kernels (cm_mlperf.mojo).
 
 The kernel library comes from build-mojo-backend (CM_MOJO_BACKEND_LIB in the run's env). The plan is made
-once at load time for batches of up to `batch_size` samples; larger batches are split, smaller ones run as
-they are (no padding: the kernels take any batch up to the plan's).
+once at load time; a batch of any size runs image by image through it, all cores on each image.
 """
 from __future__ import annotations
 
@@ -38,9 +37,9 @@ class MojoBackend:
             raise FileNotFoundError(f"no Mojo kernel library: set {LIB_ENV} (cm run script --tags=build,mojo-backend)")
         if not model.onnx_path or not os.path.isfile(model.onnx_path):
             raise FileNotFoundError(f"ONNX model not found: '{model.onnx_path}' (set CM_ML_MODEL_FILE_WITH_PATH)")
-        # the Offline and MultiStream batches are larger than 1: plan for at least 8 samples per call
-        self._engine = MojoEngine(lib, model.onnx_path, max_batch=max(1, batch_size or 8), threads=threads,
-                                  input_name=model.input_name, output_name=model.output_name)
+        # a batch runs one image per pass through the plan (see cm_mlperf.mojo.engine): any batch size is taken
+        self._engine = MojoEngine(lib, model.onnx_path, threads=threads, input_name=model.input_name,
+                                  output_name=model.output_name)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self._engine.run(batch)
