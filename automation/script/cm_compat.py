@@ -314,7 +314,7 @@ class ScriptAutomation:
         match = re.search(i["match_text"], text)
         if match is None:
             return {"return": 1, "error": f"version was not detected ({text.strip()[:200]})", "string": text}
-        group = i["group_number"]
+        group = int(i["group_number"])  # env values are strings here (CM keeps a meta's integers as they are)
         if not match.lastindex or match.lastindex < group:
             return {"return": 1, "error": f"version was not detected: group {group} of {i['match_text']!r} did not "
                                           f"match in {file_name}"}

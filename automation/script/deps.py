@@ -24,8 +24,8 @@ def _env_matches(value: Any, allowed: Any) -> bool:
     text = str(value).strip().lower() if value is not None else ""
     for a in allowed_list:
         a_text = str(a).strip().lower()
-        if a is True or a_text in _TRUE:
-            ok = text in _TRUE
+        if a is True or a_text in _TRUE:  # CM's rule: any value that is set and not false-like
+            ok = text not in _FALSE
         elif a is False or a_text in _FALSE - {""}:
             ok = text in _FALSE
         elif any(c in a_text for c in "*?["):  # a glob: "?*" means "set to anything non-empty"

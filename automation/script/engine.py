@@ -265,8 +265,10 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     if depth == 0 and script.strict:  # inputs reach the script the user runs: check them before anything runs
         variations = inputslib.select_variations(script.meta, script.alias, variations, inputs)
         inputs = inputslib.check_values(inputslib.descriptions(script.meta, script.alias, variations), inputs)
-    if script.path in ctx.stack:
-        chain = " -> ".join(os.path.basename(p) for p in [*ctx.stack, script.path])
+    # the same script with other variations is another node (CM's get-generic-python-lib needs its own _pip)
+    node = script.path + "|" + ",".join(sorted(variations))
+    if node in ctx.stack:
+        chain = " -> ".join(_node_label(p) for p in [*ctx.stack, node])
         raise ScriptError(f"dependency cycle: {chain}")
     prepared = prepare(ctx, script, variations, inputs, env or {}, version_spec)
     step = {"alias": script.alias, "tags": ",".join(script.tags), "variations": prepared.variations,
@@ -290,7 +292,7 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
             depslib.check_version(script.alias, earlier.version, version_spec)
             return ScriptResult(copy.deepcopy(earlier.new_env), copy.deepcopy(earlier.new_state), earlier.version,
                                 None, earlier.key)
-    ctx.stack.append(script.path)
+    ctx.stack.append(node)
     try:
         if script.meta.get("cache"):
             result = _run_cached(ctx, prepared, inputs, state, overrides or {}, depth, step)
@@ -323,6 +325,11 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     ctx.reporter.env_changes(depth, script.alias, envlib.diff(env or {}, result.new_env))
     depslib.check_version(script.alias, result.version, version_spec)
     return result
+
+
+def _node_label(node: str) -> str:
+    path, _, variations = node.partition("|")
+    return os.path.basename(path) + "".join(",_" + v for v in variations.split(",") if v)
 
 
 def _run_cached(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state: dict[str, Any],
