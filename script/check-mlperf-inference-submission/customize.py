@@ -7,7 +7,7 @@ from typing import Any
 
 def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     env = i["env"]
-    env["CM_MLPERF_SUBMISSION_DIR"] = os.path.join(os.environ.get("PWD", os.getcwd()), env["CM_MLPERF_SUBMISSION_DIR"])
+    env["CM_MLPERF_SUBMISSION_DIR"] = os.path.join(os.getcwd(), env["CM_MLPERF_SUBMISSION_DIR"])
     return {"return": 0}
 
 

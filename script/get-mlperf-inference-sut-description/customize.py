@@ -10,9 +10,9 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     if not env.get("CM_MLPERF_SUBMITTER"):
         return {"return": 1, "error": "give your organisation's name: --submitter=MyOrg (a required field)"}
     if env.get("CM_MLPERF_SUT_OUTPUT"):
-        env["CM_MLPERF_SUT_OUTPUT"] = os.path.join(os.environ.get("PWD", os.getcwd()), env["CM_MLPERF_SUT_OUTPUT"])
+        env["CM_MLPERF_SUT_OUTPUT"] = os.path.join(os.getcwd(), env["CM_MLPERF_SUT_OUTPUT"])
     else:  # the caller's folder, not the script's run folder
-        env["CM_MLPERF_SUT_OUTPUT"] = os.path.join(os.environ.get("PWD", os.getcwd()),
+        env["CM_MLPERF_SUT_OUTPUT"] = os.path.join(os.getcwd(),
                                                    f"{env.get('CM_MLPERF_SYSTEM_NAME') or 'system'}.json") \
             if env.get("CM_MLPERF_SYSTEM_NAME") else ""
     return {"return": 0}

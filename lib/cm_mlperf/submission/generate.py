@@ -173,6 +173,8 @@ def reproduce_command(summary: dict[str, Any]) -> str:
         cmd += " --imagenet_path=<ImageNet validation folder>"
     if summary["model"] not in ("efficientnet-lite0", "resnet50"):
         cmd += " --model_path=<your model.onnx>"
+    if env.get("CM_MLPERF_COMPLIANCE") == "no":
+        cmd += " --compliance=no"
     if env.get("CM_MLPERF_LOADGEN_COUNT"):
         cmd += f" --count={env['CM_MLPERF_LOADGEN_COUNT']}"
     return cmd
