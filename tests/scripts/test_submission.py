@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -155,6 +156,14 @@ def test_bad_submitter_and_missing_results(tmp_path: Path) -> None:
         generate.generate([_runs(tmp_path, "full-v31")], tmp_path / "sub", "My Org", "open", "v3.1")
     with pytest.raises(generate.SubmissionError, match="--results_dir"):
         generate.generate([tmp_path / "nope"], tmp_path / "sub", "MyOrg", "open", "v3.1")
+
+
+@pytest.mark.skipif(not os.environ.get("MLPERF_INFERENCE_SRC"),
+                    reason="set MLPERF_INFERENCE_SRC to a clone of mlcommons/inference checked out at v3.1")
+def test_official_v31_checker_accepts_the_tree(full_tree: Path, tmp_path: Path) -> None:
+    rc, text = check.run_official_checker(os.environ["MLPERF_INFERENCE_SRC"], full_tree, "v3.1", tmp_path / "o.csv")
+    assert rc == 0 and "SUMMARY: submission looks OK" in text and "Open Results=1" in text, text
+    assert "ERROR" not in text
 
 
 # ------------------------------------------------------------------------------------------------- validator
