@@ -1,0 +1,273 @@
+"""The Python side of the native Mojo harness (script/build-mojo-backend/mojo/harness_main.mojo).
+
+The Mojo program owns the run: it calls `prepare()` for the plan (the same planner and kernels as the `mojo`
+backend) and the sample list, warms up with its own kernels, asks `loadgen_settings()` for LoadGen's
+TestSettings (user.conf written from its measurement), registers its own Mojo functions as LoadGen's SUT and
+QSL callbacks, and finally calls `finish()`, which reads LoadGen's logs into `harness_result.json` (the file
+run-mlperf-inference-app reads for every harness).
+
+Before the program starts, `write_settings()` (the app-mlperf-inference-mojo script) fixes everything a run
+needs in `native_settings.json`: one file, so the program takes one argument.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..submission import loadgen_logs, rules
+from .plan import Plan, build_plan
+
+SETTINGS_FILE = "native_settings.json"
+RESULT_FILE = "harness_result.json"
+MODEL_KEY = "resnet50"  # LoadGen's key for image classification (EfficientNet in the open division too)
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+OFFLINE_QPS_HEADROOM = 1.1  # target_qps above the warm-up figure: the Offline query must outlast min_duration
+SERVER_QPS_FRACTION = 0.75  # Server starts below the warm-up throughput so latencies stay bounded
+# control block slots (engine.mojo)
+C_NTHREADS, C_PLAN, C_NOPS, C_TABLE, C_FPARAMS, C_BATCH = 40, 41, 42, 43, 44, 45
+CTRL_SLOTS = 48
+
+
+@dataclass
+class NativeSettings:
+    scenario: str
+    mode: str
+    onnx_path: str
+    dataset_path: str
+    output_dir: str
+    input_name: str = ""
+    output_name: str = ""
+    label_offset: int = 0
+    model_name: str = "model"
+    count: int = 0
+    threads: int = 1
+    round: str = "v6.1"
+    target_qps: float | None = None
+    target_latency_ms: float | None = None
+    min_duration_ms: int | None = None
+    min_query_count: int | None = None
+    performance_sample_count: int | None = None
+    user_conf: str = ""  # the user's user.conf to start from
+    mlperf_conf: str = ""  # the round's mlperf.conf, copied next to the logs (a submission carries it)
+    mojo_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_settings(s: NativeSettings) -> Path:
+    if s.scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario '{s.scenario}': use one of {', '.join(SCENARIOS)}")
+    if s.mode not in ("performance", "accuracy"):
+        raise ValueError(f"unknown mode '{s.mode}': use performance or accuracy")
+    rules.get_round(s.round)
+    if not os.path.isfile(s.mlperf_conf):
+        raise FileNotFoundError(f"the round's mlperf.conf not found: {s.mlperf_conf}")
+    out = Path(s.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_FILE).unlink(missing_ok=True)
+    path = out / SETTINGS_FILE
+    path.write_text(json.dumps(asdict(s), indent=2))
+    return path
+
+
+def sample_paths(dataset_path: str, count: int = 0) -> list[str]:
+    """The QSL's .npy files in QSL order: val_map.txt's first column, else the sorted .npy files."""
+    root = Path(dataset_path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"preprocessed dataset folder not found: {dataset_path}")
+    val_map = root / "val_map.txt"
+    names = ([ln.split()[0] for ln in val_map.read_text().splitlines() if ln.strip()] if val_map.is_file()
+             else sorted(p.name for p in root.glob("*.npy")))
+    names = names[:count] if count else names
+    if not names:
+        raise ValueError(f"no samples in {dataset_path} (expected .npy files and a val_map.txt)")
+    return [str(root / n) for n in names]
+
+
+class NativeState:
+    """What the Mojo callbacks read: addresses of the plan, its control block and the loaded samples."""
+
+    def __init__(self, settings: NativeSettings) -> None:
+        self.settings = settings
+        self.plan: Plan = build_plan(settings.onnx_path, 1, settings.input_name, settings.output_name)
+        if len(self.plan.output_shape) != 1:
+            raise ValueError(f"the model output {self.plan.output_name} is not [N, classes]")
+        self.ctrl = np.zeros(CTRL_SLOTS, np.int64)
+        self.ctrl[C_NTHREADS] = max(1, settings.threads)
+        self.ctrl[C_PLAN] = self.plan.ops.ctypes.data
+        self.ctrl[C_NOPS] = self.plan.nops
+        self.ctrl[C_TABLE] = self.plan.table.ctypes.data
+        self.ctrl[C_FPARAMS] = self.plan.fparams.ctypes.data
+        self.ctrl[C_BATCH] = 1
+        self.paths = sample_paths(settings.dataset_path, settings.count)
+        self.samples: dict[int, np.ndarray] = {}
+        self.addresses: dict[int, int] = {}
+        self.samples_done = 0
+        default_psc = rules.get_round(settings.round).performance_sample_count
+        self.performance_sample_count = min(len(self.paths), settings.performance_sample_count or default_psc)
+        self.warmup: dict[str, float] = {}
+
+    # plain ints for the Mojo side
+    @property
+    def ctrl_addr(self) -> int:
+        return int(self.ctrl.ctypes.data)
+
+    @property
+    def table_addr(self) -> int:
+        return int(self.plan.table.ctypes.data)
+
+    @property
+    def input_buf(self) -> int:
+        return self.plan.input_buf
+
+    @property
+    def output_addr(self) -> int:
+        return int(self.plan.arrays[self.plan.output_buf].ctypes.data)
+
+    @property
+    def classes(self) -> int:
+        return int(self.plan.output_shape[0])
+
+    @property
+    def label_offset(self) -> int:
+        return int(self.settings.label_offset)
+
+    @property
+    def size(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> int:
+        """Read one preprocessed sample into memory (LoadGen's LoadSamplesToRam); returns its address."""
+        if index not in self.samples:
+            arr = np.ascontiguousarray(np.load(self.paths[index]), dtype=np.float32)
+            if arr.shape != self.plan.input_shape:
+                raise ValueError(f"{self.paths[index]}: shape {arr.shape}, the model takes {self.plan.input_shape}")
+            self.samples[index] = arr
+            self.addresses[index] = int(arr.ctypes.data)
+        return self.addresses[index]
+
+    def unload(self, index: int) -> None:
+        self.samples.pop(index, None)
+        self.addresses.pop(index, None)
+
+
+STATE: NativeState | None = None  # the running program's state (the Mojo callbacks look it up here)
+
+
+def prepare(settings_path: str) -> NativeState:
+    global STATE
+    data = json.loads(Path(settings_path).read_text())
+    STATE = NativeState(NativeSettings(**data))
+    return STATE
+
+
+def user_conf_text(s: NativeSettings, performance_sample_count: int) -> str:
+    """user.conf: the user's file (if any), then this run's settings (these win)."""
+    p = f"{MODEL_KEY}.{s.scenario}."
+    lines = []
+    if s.user_conf:
+        lines += ["# --- from the user's user.conf ---", Path(s.user_conf).read_text().rstrip(),
+                  "# --- set by the native Mojo harness ---"]
+    if s.target_qps and s.scenario in ("Offline", "Server"):
+        lines.append(f"{p}target_qps = {s.target_qps:.6g}")
+    if s.target_latency_ms and s.scenario in ("SingleStream", "MultiStream", "Server"):
+        lines.append(f"{p}target_latency = {max(1, int(round(s.target_latency_ms)))}")
+    if s.min_duration_ms is not None:
+        lines.append(f"{p}min_duration = {int(s.min_duration_ms)}")
+    if s.min_query_count is not None:
+        lines.append(f"{p}min_query_count = {int(s.min_query_count)}")
+    lines.append(f"{p}performance_sample_count_override = {performance_sample_count}")
+    return "\n".join(lines) + "\n"
+
+
+def loadgen_settings(st: NativeState, latency_ms: float) -> tuple[Any, Any]:
+    """TestSettings from user.conf (written now, with targets from the Mojo warm-up) and LogSettings."""
+    import mlperf_loadgen as lg
+
+    s = st.settings
+    sps = 1000.0 / latency_ms if latency_ms > 0 else 0.0
+    st.warmup = {"samples_per_second": round(sps, 3), "latency_ms": round(latency_ms, 3)}
+    if s.mode == "performance":
+        if s.scenario in ("Offline", "Server") and not s.target_qps:
+            s.target_qps = round(sps * (OFFLINE_QPS_HEADROOM if s.scenario == "Offline" else SERVER_QPS_FRACTION), 3)
+        elif s.scenario in ("SingleStream", "MultiStream") and not s.target_latency_ms:
+            per_query = 8 if s.scenario == "MultiStream" else 1
+            s.target_latency_ms = latency_ms * per_query
+    out = Path(s.output_dir)
+    user_conf = out / "user.conf"
+    user_conf.write_text(user_conf_text(s, st.performance_sample_count))
+    shutil.copyfile(s.mlperf_conf, out / "mlperf.conf")
+    ts = lg.TestSettings()
+    ts.scenario = getattr(lg.TestScenario, s.scenario)
+    ts.mode = lg.TestMode.AccuracyOnly if s.mode == "accuracy" else lg.TestMode.PerformanceOnly
+    # conf_type=1: LoadGen's built-in (today's) mlperf.conf, then our user.conf; one call per process
+    if ts.FromConfig(str(user_conf), MODEL_KEY, s.scenario, 1) != 0:
+        raise RuntimeError(f"LoadGen rejected {user_conf}")
+    if s.round != "v6.1":  # LoadGen 6.0 carries today's seeds; an older round's are set here
+        for key, value in rules.get_round(s.round).seeds.items():
+            setattr(ts, key, value)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(out)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = False
+    print(f"[mojo-native] LoadGen {s.scenario} {s.mode} (round {s.round}): warm-up {latency_ms:.2f} ms/image "
+          f"-> {out}", flush=True)
+    return ts, log
+
+
+def finish(st: NativeState, wall_s: float) -> dict[str, Any]:
+    """LoadGen's logs -> harness_result.json, with the same keys as the Python harness writes."""
+    s = st.settings
+    out = Path(s.output_dir)
+    detail = loadgen_logs.read_detail(out / "mlperf_log_detail.txt")
+    summary = loadgen_logs.read_summary(out / "mlperf_log_summary.txt")
+    rnd = rules.get_round(s.round)
+    result_key, unit, value, percentile = None, "", None, None
+    if s.mode == "performance":
+        result_key = rnd.result_keys[s.scenario]
+        unit = "ms" if s.scenario in ("SingleStream", "MultiStream") else "samples/s"
+        percentile = detail.get("effective_target_latency_percentile") if s.scenario != "Offline" else None
+        if detail.get(result_key) is not None:
+            value = float(detail.get(result_key)) / (1e6 if unit == "ms" else 1.0)
+    validity = str(detail.get("result_validity") or summary.get("Result is", "")).upper() or None
+    accuracy_log = out / "mlperf_log_accuracy.json"
+    result: dict[str, Any] = {
+        "scenario": s.scenario, "mode": s.mode, "result": value, "result_unit": unit, "result_key": result_key,
+        "latency_percentile": float(percentile) * 100 if percentile is not None else None,
+        "validity": validity, "valid": validity == "VALID",
+        "loadgen_version": detail.get("loadgen_version"), "loadgen_errors": detail.errors,
+        "backend": "mojo-native", "backend_version": f"{s.mojo_version or '?'} (native Mojo harness, our kernels)",
+        "model": s.model_name, "round": s.round, "samples_processed": st.samples_done, "qsl_size": st.size,
+        "performance_sample_count": st.performance_sample_count, "batch_size": 1, "threads": s.threads,
+        "target_qps": s.target_qps, "target_latency_ms": s.target_latency_ms, "warmup": st.warmup,
+        "wall_time_s": round(wall_s, 3), "output_dir": str(out),
+        "accuracy_log": str(accuracy_log) if s.mode == "accuracy" else None,
+    }
+    if s.mode == "accuracy":
+        seen = {int(e["qsl_idx"]) for e in json.loads(accuracy_log.read_text() or "[]")}
+        complete = seen == set(range(st.size)) and not detail.errors
+        result.update({"validity": "VALID" if complete else "INVALID", "valid": complete,
+                       "accuracy_samples_logged": len(seen)})
+    elif not result["valid"]:
+        result["invalid_reason"] = "; ".join(f"{k} : NO" for k in ("Min duration satisfied", "Min queries satisfied",
+                                                                   "Early stopping satisfied")
+                                             if summary.get(k, "").lower() == "no") or None
+    (out / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    shown = f"{value:.3f} {unit}" if value is not None else f"{st.samples_done} samples answered"
+    print(f"[mojo-native] MLPerf {s.scenario} {s.mode}: {shown} {result['validity']} ({wall_s:.1f} s)", flush=True)
+    return result
+
+
+def run_program(binary: str, settings_path: Path, env: dict[str, str] | None = None) -> int:
+    """Start the native harness with this Python environment's interpreter on PATH (Mojo embeds that Python)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return subprocess.run([binary, str(settings_path)], env=env, check=False).returncode
