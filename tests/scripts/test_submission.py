@@ -84,10 +84,26 @@ def test_large_accuracy_log_is_truncated_as_mlperf_does(tmp_path: Path) -> None:
     assert out.startswith(src.read_bytes()[:100]) and out.endswith(src.read_bytes()[-100:])
 
 
-def test_v61_layout_puts_measurements_and_compliance_in_results(tmp_path: Path) -> None:
+def test_v61_layout_puts_measurements_in_results_and_code_in_src(tmp_path: Path) -> None:
+    results = _runs(tmp_path, "quick-v61")
+    generate.generate([results], tmp_path / "sub", "MyOrg", "open", "v6.1", allow_test_runs=True)
+    root = _root(tmp_path / "sub")
+    res = _scenario(tmp_path / "sub")
+    assert sorted(p.name for p in res.iterdir()) == \
+        ["README.md", "accuracy", "measurements.json", "mlperf.conf", "performance", "user.conf"]
+    assert set(json.loads((res / "measurements.json").read_text())) == set(rules.MEASUREMENT_FIELDS)
+    assert (root / "src" / MODEL / "mlperf-tvm-cm-onnxruntime" / "README.md").is_file()
+    assert not (root / "measurements").exists() and not (root / "code").exists()
+    assert "2085463073848966840" in (res / "mlperf.conf").read_text()  # v6.1's seeds
+    # what the newest MLCommons checker also reports for this test run, and nothing else
+    messages = sorted(p.message.split(":")[0] for p in check.check_tree(tmp_path / "sub", "v6.1").errors)
+    assert messages == ["accuracy over 8 images; round v6.1 wants all 50,000", "min_duration 1000 ms < 600000 ms",
+                        "performance sample count 8 < 1024"]
+
+
+def test_refuses_v31_runs_relabelled_as_v61_by_their_seeds(tmp_path: Path) -> None:
     results = _runs(tmp_path, "full-v31")
     summary_path = results / "run-001" / generate.RUN_SUMMARY
-    # the v6.1 layout, checked on the same logs relabelled: the generator then refuses them for their seeds
     data = json.loads(summary_path.read_text())
     data["round"] = "v6.1"
     summary_path.write_text(json.dumps(data))
