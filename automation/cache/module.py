@@ -28,8 +28,9 @@ class CAutomation(Automation):
         return api.show_cache(i, self._root())
 
     def search(self, i: dict[str, Any]) -> dict[str, Any]:
-        """cm find cache [--tags=...]: the same as cm show cache."""
-        return api.show_cache(i, self._root())
+        """cm find cache [--tags=...] (and a hook's cm.access find cache): CM artifact objects (.path, .meta with
+        CM's tags) of the matching entries; the paths are printed."""
+        return api.find_cache(i, self._root())
 
     def delete(self, i: dict[str, Any]) -> dict[str, Any]:
         """cm rm cache --tags=... [--all] | cm rm cache <script alias>: remove entries (several need --all;

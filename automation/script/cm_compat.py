@@ -80,6 +80,20 @@ def version_within(found: str, version: str = "", low: str = "", high: str = "")
     return not (high and version_tuple(found) > version_tuple(high))
 
 
+class _CMindStandIn:
+    """What hooks use of cmind's CM object (`access`, `logger`) when the engine runs without `cm`."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.logger = logging.getLogger("cm")
+
+    def __getattr__(self, name: str) -> Any:
+        import cmind
+
+        return getattr(cmind, name)
+
+
 class Artifact:
     """What CM passes as `i['artifact']`: the script's folder and meta."""
 
@@ -104,10 +118,8 @@ class ScriptAutomation:
         self.os_info = host_os_info()
 
     def __getattr__(self, name: str) -> Any:
-        if name == "cmind":
-            import cmind  # a hook that calls cm.access() outside `cm` (tests, API use)
-
-            return getattr(self._engine_automation, "cmind", None) or cmind
+        if name == "cmind":  # cmind's CM object under `cm`; through the API (tests), a stand-in with its API
+            return getattr(self._engine_automation, "cmind", None) or _CMindStandIn()
         if self._engine_automation is not None and not name.startswith("__"):
             return getattr(self._engine_automation, name)
         raise AttributeError(name)

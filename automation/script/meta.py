@@ -28,6 +28,8 @@ DEP_LIST_KEYS = ("deps", "prehook_deps", "posthook_deps", "post_deps")
 DEP_KEYS = {
     "tags", "names", "enable_if_env", "skip_if_env", "version", "version_min", "version_max",
     "env", "update_tags_from_env", "update_tags_from_env_with_prefix", "desc", "force_new",
+    "enable_if_any_env", "skip_if_any_env", "version_max_usable", "reuse_version", "inherit_variation_tags",
+    "force_env_keys",
 }
 # Dependency keys CM's engine knows besides ours (accepted in CM-written collections; see docs/engine.md for
 # which are implemented and which are ignored).
@@ -41,7 +43,7 @@ CM_DEP_KEYS = {
 # Keys shared by the script itself, its variations and its versions.
 _COMMON_KEYS = {
     "env", "default_env", *DEP_LIST_KEYS, "add_deps", "add_deps_recursive", "new_env_keys",
-    "new_state_keys", "input_mapping", "cache_key_env", "default_variations",
+    "new_state_keys", "input_mapping", "cache_key_env", "default_variations", "const",
 }
 
 VARIATION_KEYS = _COMMON_KEYS | {
@@ -52,7 +54,7 @@ VERSION_KEYS = _COMMON_KEYS | {"desc"}
 SCRIPT_KEYS = _COMMON_KEYS | {
     "alias", "uid", "automation_alias", "automation_uid", "tags", "cache", "desc", "category",
     "variations", "versions", "default_version", "input_description", "docs", "default_variation",
-    "side_effect_free", "cache_protected", "cache_key_packages",
+    "side_effect_free", "cache_protected", "cache_key_packages", "sort", "extra_cache_tags_from_env",
 }
 
 

@@ -52,7 +52,8 @@ def main() -> None:
                          "version": r.get("version", "")}
     with open(sys.argv[1], "w", encoding="utf-8") as f:  # native scripts write to fd 1: not stdout
         json.dump({"cmind": cmind.__version__, "python": sys.version.split()[0], "host": platform.node(),
-                   "cwd": os.getcwd(), "results": results}, f, indent=1, sort_keys=True)
+                   "cwd": os.getcwd(), "cm_home": os.environ.get("CM_REPOS", ""),
+                   "path": os.environ.get("PATH", ""), "results": results}, f, indent=1, sort_keys=True)
 
 
 if __name__ == "__main__":
