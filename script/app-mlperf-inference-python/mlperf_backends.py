@@ -5,11 +5,15 @@ any N. Backends whose compiled model has a fixed batch size (a TVM library, an O
 static batch dimension) split the input into chunks and pad the last one; the caller never sees it.
 """
 
+from __future__ import annotations
+
+import importlib
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -39,6 +43,8 @@ class Backend(Protocol):
 
 def _run_chunked(run_fixed, batch: np.ndarray, fixed: int) -> np.ndarray:
     """Feed `batch` through a function that only takes exactly `fixed` samples, padding the tail."""
+    import numpy as np
+
     n = batch.shape[0]
     outs = []
     for start in range(0, n, fixed):
@@ -53,6 +59,8 @@ def _run_chunked(run_fixed, batch: np.ndarray, fixed: int) -> np.ndarray:
 
 
 def _as_logits(out: np.ndarray, n: int) -> np.ndarray:
+    import numpy as np
+
     out = np.asarray(out)
     if out.ndim != 2:
         out = out.reshape(n, -1)
@@ -97,6 +105,8 @@ class OnnxRuntimeBackend:
         return _as_logits(self._sess.run(self._output, {self._input: batch})[0], batch.shape[0])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         if self.fixed_batch_size:
             return _run_chunked(self._run, batch, self.fixed_batch_size)
         return self._run(np.ascontiguousarray(batch))
@@ -150,18 +160,23 @@ class TvmBackend:
         return tvm.__version__
 
 
-from mlperf_backend_mojo import MojoBackend  # noqa: E402 - our Mojo kernels (cm_mlperf.mojo)
-
-BACKENDS: dict[str, type] = {
+# The registry: name -> backend class, or "module:Class" of a sibling module, imported on first use (reading the
+# names, as customize.py does to check --backend, must import no inference library and no numpy). Backends import
+# their libraries in load(). Adding a backend: one module, one line here.
+BACKENDS: dict[str, type | str] = {
     "onnxruntime": OnnxRuntimeBackend,
     "tvm": TvmBackend,
-    "mojo": MojoBackend,
+    "mojo": "mlperf_backend_mojo:MojoBackend",  # our Mojo kernels (cm_mlperf.mojo)
 }
 
 
 def create_backend(name: str) -> Backend:
-    """Instantiate a registered backend by name ('onnxruntime', 'tvm')."""
+    """Instantiate a registered backend by name ('onnxruntime', 'tvm', 'mojo')."""
     key = (name or "onnxruntime").strip().lower()
     if key not in BACKENDS:
         raise ValueError(f"unknown backend '{name}': use one of {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[key]()
+    backend = BACKENDS[key]
+    if isinstance(backend, str):
+        module, _, attr = backend.partition(":")
+        backend = getattr(importlib.import_module(module), attr)
+    return backend()

@@ -1,44 +1,44 @@
-"""MLPerf Inference image-classification harness: LoadGen QSL + SUT around a pluggable backend.
+"""MLPerf Inference image-classification harness: LoadGen QSL + SUT around a pluggable backend, in this process.
 
-Use `run_benchmark(settings)` from Python (it runs LoadGen in a child process, see below) or the CLI:
-
-    python mlperf_harness.py --backend onnxruntime --scenario Offline --mode performance \
-        --model-path m.onnx --dataset-path preprocessed/ --output-dir out/ --min-duration 10000
-
-Why a child process: LoadGen counts `TestSettings.FromConfig` calls per process, and from the second one
-on logs the error "Multiple conf files are used", which reviewers reject. One run = one process.
+`run_loadgen(settings)` runs one LoadGen test. LoadGen counts `TestSettings.FromConfig` calls per process and from
+the second one on logs the error "Multiple conf files are used", which reviewers reject: one run per process. The
+script's run.py is that process (the engine starts it as a child of cm, with the env as its environment).
 
 The pieces: mlperf_settings (HarnessSettings, env, user.conf), mlperf_sut (QSL, SUT, warm-up),
 mlperf_logs (LoadGen log parsing), mlperf_backends, mlperf_rounds; this module runs them.
-"""
 
-import argparse
+Interrupted (SIGTERM, Ctrl-C, or cm dying: run_step asks Linux for a SIGTERM then), the run stops at once, wherever
+LoadGen is, and leaves no `harness_result.json`: that file is written last, so its presence means a finished run.
+"""
+from __future__ import annotations
+
 import json
 import os
 import shutil
-import subprocess
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlperf_backends
 import mlperf_rounds
+from cm_mlperf.files import atomic_write
 from mlperf_logs import accuracy_log_indices, format_summary, parse_logs
-from mlperf_settings import MODES, HarnessSettings, build_user_conf, settings_from_env
+from mlperf_settings import HarnessSettings, build_user_conf
 from mlperf_sut import SampleLibrary, SystemUnderTest, list_samples, measure
 
 RESULT_FILE = "harness_result.json"
-SETTINGS_FILE = "harness_settings.json"
+AUDIT_FILE = "audit.config"  # LoadGen reads it from its working directory
 # Offline: target_qps is raised by this factor so the single query lasts past min_duration even when
 # the measured warm-up throughput underestimates the steady state (LoadGen sizes the query as
 # target_qps x min_duration x 1.1; a query that ends early makes the run INVALID).
 OFFLINE_QPS_HEADROOM = 1.1
 # Server: start below the measured throughput so queues (and the latency tail) stay bounded.
 SERVER_QPS_FRACTION = 0.75
-
-
-# -------------------------------------------------------------------------------------------------- run
 
 
 def _resolve_batch_size(s: HarnessSettings, backend: Any, samples_per_query: int) -> int:
@@ -49,8 +49,63 @@ def _resolve_batch_size(s: HarnessSettings, backend: Any, samples_per_query: int
     return {"SingleStream": 1, "MultiStream": samples_per_query}.get(s.scenario, 8)
 
 
-def _run_in_process(s: HarnessSettings) -> dict[str, Any]:
+def _stop_now(signum: int, frame: Any) -> None:
+    # os._exit: LoadGen's threads cannot be stopped from Python, and atexit/finally code would wait for them
+    print(f"\n[harness] {signal.Signals(signum).name}: LoadGen stopped, no result written", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+def _in_thread_interruptibly(work: Callable[[], None]) -> None:
+    """Run `work` (LoadGen's StartTest, which blocks in C++) in a thread while this, the main thread, waits in
+    Python: only there do signal handlers run, and ours ends the process at once."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as e:  # handed to the main thread
+            errors.append(e)
+
+    previous = {sig: signal.signal(sig, _stop_now) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        thread = threading.Thread(target=target, name="loadgen", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if errors:
+        raise errors[0]
+
+
+@contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _place_audit_config(s: HarnessSettings, out: Path) -> None:
+    """A compliance run gets its audit.config beside LoadGen's logs; any other run must not find one there."""
+    target = out / AUDIT_FILE
+    if s.audit_conf:
+        if os.path.abspath(s.audit_conf) != str(target):
+            shutil.copyfile(s.audit_conf, target)
+        print(f"[harness] audit run: LoadGen reads {target}")
+    elif target.exists():
+        target.unlink()
+        print(f"[harness] removed {target} left by an earlier compliance run (this run is not one)")
+
+
+def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
+    """Run one LoadGen test (once per process) in s.output_dir and return the result written there."""
     import mlperf_loadgen as lg
+
+    s = s.normalised()
 
     rnd = mlperf_rounds.get_round(s.round)
     out = Path(s.output_dir)
@@ -97,6 +152,7 @@ def _run_in_process(s: HarnessSettings) -> dict[str, Any]:
     user_conf_path = out / "user.conf"
     user_conf_path.write_text(build_user_conf(s, psc, base))
     shutil.copyfile(rnd.conf_path, out / "mlperf.conf")
+    _place_audit_config(s, out)
 
     ts = lg.TestSettings()
     ts.scenario = getattr(lg.TestScenario, s.scenario)
@@ -134,7 +190,8 @@ def _run_in_process(s: HarnessSettings) -> dict[str, Any]:
     print(f"[harness] LoadGen {s.scenario} {s.mode} (round {s.round}, batch {batch_size}) -> {out}")
     t0 = time.perf_counter()
     try:
-        lg.StartTestWithLogSettings(sut, qsl_handle, ts, log_settings)
+        with _working_directory(out):
+            _in_thread_interruptibly(lambda: lg.StartTestWithLogSettings(sut, qsl_handle, ts, log_settings))
     finally:
         sut_impl.stop()
         lg.DestroyQSL(qsl_handle)
@@ -151,7 +208,11 @@ def _run_in_process(s: HarnessSettings) -> dict[str, Any]:
         seen = accuracy_log_indices(out / "mlperf_log_accuracy.json")
         complete = seen == set(range(qsl.size)) and not result["loadgen_errors"]
         result.update({"validity": "VALID" if complete else "INVALID", "valid": complete,
-                       "accuracy_samples_logged": len(seen)})
+                       "accuracy_samples_logged": len(seen),
+                       "invalid_reason": None if complete else (
+                           f"the accuracy log holds {len(seen)} of the {qsl.size} samples"
+                           + (f"; LoadGen errors: {'; '.join(result['loadgen_errors'][:2])}"
+                              if result["loadgen_errors"] else ""))})
     result.update({
         "backend": backend.name,
         "backend_version": backend.version(),
@@ -167,31 +228,12 @@ def _run_in_process(s: HarnessSettings) -> dict[str, Any]:
         "warmup": measured,
         "wall_time_s": round(wall, 3),
         "accuracy_log": str(out / "mlperf_log_accuracy.json") if s.mode == "accuracy" else None,
+        "audit": bool(s.audit_conf),
     })
-    (out / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    with atomic_write(out / RESULT_FILE) as f:  # last: its presence means a finished run
+        json.dump(result, f, indent=2)
     print(format_summary(result))
     return result
-
-
-def run_benchmark(settings: HarnessSettings, isolated: bool = True) -> dict[str, Any]:
-    """Run one LoadGen test and return the parsed result dict.
-
-    isolated=True (default) runs it in a fresh Python process (see the module docstring); the child
-    writes `harness_result.json` into the output directory, which is read back here.
-    """
-    s = settings.normalised()
-    if not isolated:
-        return _run_in_process(s)
-    out = Path(s.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RESULT_FILE).unlink(missing_ok=True)
-    settings_path = out / SETTINGS_FILE
-    settings_path.write_text(s.to_json())
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--settings-json", str(settings_path)]
-    proc = subprocess.run(cmd, check=False)
-    if proc.returncode != 0 or not (out / RESULT_FILE).is_file():
-        raise RuntimeError(f"the MLPerf harness failed (exit code {proc.returncode}); see its output above")
-    return json.loads((out / RESULT_FILE).read_text())
 
 
 def load_result(output_dir: str | Path) -> dict[str, Any]:
@@ -200,72 +242,3 @@ def load_result(output_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no {RESULT_FILE} in {output_dir}: the harness did not finish")
     return json.loads(path.read_text())
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Unset options fall back to the CM env (CM_MLPERF_*, CM_ML_MODEL_*, ...).")
-    p.add_argument("--settings-json", help="read all settings from this JSON file (written by run_benchmark)")
-    p.add_argument("--backend", choices=sorted(mlperf_backends.BACKENDS))
-    p.add_argument("--scenario")
-    p.add_argument("--mode", choices=MODES)
-    p.add_argument("--model-path", help="ONNX model (onnxruntime)")
-    p.add_argument("--model-name")
-    p.add_argument("--input-name")
-    p.add_argument("--output-name")
-    p.add_argument("--label-offset", type=int)
-    p.add_argument("--tvm-so", help="compiled Relax VM library (tvm)")
-    p.add_argument("--tvm-batch-size", type=int)
-    p.add_argument("--dataset-path", help="folder of preprocessed .npy + val_map.txt")
-    p.add_argument("--output-dir")
-    p.add_argument("--count", type=int, help="QSL size (first N samples)")
-    p.add_argument("--target-qps", type=float)
-    p.add_argument("--target-latency", type=float, help="ms")
-    p.add_argument("--min-duration", type=int, help="ms")
-    p.add_argument("--min-query-count", type=int)
-    p.add_argument("--performance-sample-count", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--round", choices=sorted(mlperf_rounds.ROUNDS))
-    p.add_argument("--user-conf")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.settings_json:
-        s = HarnessSettings.from_dict(json.loads(Path(args.settings_json).read_text()))
-    else:
-        s = settings_from_env(dict(os.environ))
-        simple = {"backend": "backend", "scenario": "scenario", "mode": "mode", "dataset_path": "dataset_path",
-                  "output_dir": "output_dir", "count": "count", "target_qps": "target_qps",
-                  "target_latency": "target_latency_ms", "min_duration": "min_duration_ms",
-                  "min_query_count": "min_query_count", "performance_sample_count": "performance_sample_count",
-                  "threads": "threads", "batch_size": "batch_size", "workers": "workers", "round": "round",
-                  "user_conf": "user_conf"}
-        for arg, attr in simple.items():
-            if getattr(args, arg) is not None:
-                setattr(s, attr, getattr(args, arg))
-        model = {"model_path": "onnx_path", "model_name": "name", "input_name": "input_name",
-                 "output_name": "output_name", "label_offset": "label_offset", "tvm_so": "tvm_so",
-                 "tvm_batch_size": "tvm_batch_size"}
-        for arg, attr in model.items():
-            if getattr(args, arg) is not None:
-                setattr(s.model, attr, getattr(args, arg))
-        if args.no_progress:
-            s.progress = False
-    try:
-        run_benchmark(s, isolated=False)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"[harness] error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,13 +38,15 @@ class HarnessSettings:
     user_conf: str = ""  # a user.conf to start from; our computed lines are appended after it
     model_key: str = MODEL_KEY
     progress: bool = True
+    audit_conf: str = ""  # a compliance test's audit.config (TEST01/04/05): LoadGen reads it from its folder
 
     def normalised(self) -> "HarnessSettings":
         """Return a copy with canonical names, checked values and resolved paths."""
         s = HarnessSettings(**{**asdict(self), "model": mlperf_backends.ModelFacts(**asdict(self.model))})
         scen = _SCENARIO_NAMES.get(str(s.scenario).strip().lower())
         if scen is None:
-            raise ValueError(f"unknown scenario '{s.scenario}': use one of {', '.join(mlperf_rounds.SCENARIOS)}")
+            raise ValueError(f"unknown scenario '{s.scenario}' (--scenario): use one of "
+                             f"{', '.join(mlperf_rounds.SCENARIOS)}")
         s.scenario = scen
         s.mode = str(s.mode).strip().lower()
         if s.mode in ("accuracyonly", "accuracy-only"):
@@ -52,20 +54,26 @@ class HarnessSettings:
         if s.mode in ("performanceonly", "performance-only"):
             s.mode = "performance"
         if s.mode not in MODES:
-            raise ValueError(f"unknown mode '{self.mode}': use performance or accuracy")
+            raise ValueError(f"unknown mode '{self.mode}' (--mode): use performance or accuracy")
         s.backend = str(s.backend).strip().lower()
         if s.backend not in mlperf_backends.BACKENDS:
-            raise ValueError(f"unknown backend '{self.backend}': use one of {', '.join(mlperf_backends.BACKENDS)}")
+            raise ValueError(f"unknown backend '{self.backend}' (--backend): use one of "
+                             f"{', '.join(mlperf_backends.BACKENDS)}")
         s.round = mlperf_rounds.get_round(s.round).name
         if not s.dataset_path:
-            raise ValueError("no preprocessed dataset: set CM_DATASET_PREPROCESSED_PATH (or --dataset-path)")
+            raise ValueError("no preprocessed dataset: set CM_DATASET_PREPROCESSED_PATH (a get,dataset,imagenet,"
+                             "preprocessed dependency)")
         s.dataset_path = os.path.abspath(s.dataset_path)
         if not s.output_dir:
             s.output_dir = os.path.join(os.getcwd(), "mlperf_output", f"{s.backend}-{s.scenario.lower()}-{s.mode}")
         s.output_dir = os.path.abspath(s.output_dir)
         for name in ("count", "threads", "batch_size", "workers"):
             if getattr(s, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(s, name)}")
+                raise ValueError(f"--{name} must be >= 0, got {getattr(s, name)}")
+        if s.audit_conf:
+            s.audit_conf = os.path.abspath(s.audit_conf)
+            if not os.path.isfile(s.audit_conf):
+                raise ValueError(f"--audit_conf {s.audit_conf} does not exist (CM_MLPERF_AUDIT_CONF)")
         s.workers = max(1, s.workers)
         if s.threads == 0:
             s.threads = os.cpu_count() or 1
@@ -81,6 +89,16 @@ class HarnessSettings:
         return cls(**d)
 
 
+# The flag (app-mlperf-inference-python's input_mapping) behind each numeric env key, for error messages.
+_FLAGS = {
+    "CM_MLPERF_LOADGEN_COUNT": "--count", "CM_MLPERF_LOADGEN_TARGET_QPS": "--target_qps",
+    "CM_MLPERF_LOADGEN_TARGET_LATENCY": "--target_latency", "CM_MLPERF_LOADGEN_MIN_DURATION": "--min_duration",
+    "CM_MLPERF_LOADGEN_MIN_QUERY_COUNT": "--min_query_count",
+    "CM_MLPERF_LOADGEN_PERFORMANCE_SAMPLE_COUNT": "--performance_sample_count", "CM_MLPERF_NUM_THREADS": "--threads",
+    "CM_MLPERF_LOADGEN_BATCH_SIZE": "--batch_size", "CM_MLPERF_SUT_WORKERS": "--workers",
+}
+
+
 def _num(env: dict[str, str], key: str, kind: type = float) -> Any:
     val = str(env.get(key, "")).strip()
     if val == "":
@@ -88,7 +106,9 @@ def _num(env: dict[str, str], key: str, kind: type = float) -> Any:
     try:
         return kind(float(val)) if kind is int else kind(val)
     except ValueError as exc:
-        raise ValueError(f"{key}='{val}' is not a number") from exc
+        flag = _FLAGS.get(key)
+        where = f"{flag}='{val}' is not a number ({key})" if flag else f"{key}='{val}' is not a number"
+        raise ValueError(where) from exc
 
 
 def settings_from_env(env: dict[str, str]) -> HarnessSettings:
@@ -122,6 +142,7 @@ def settings_from_env(env: dict[str, str]) -> HarnessSettings:
         round=env.get("CM_MLPERF_ROUND", "") or mlperf_rounds.DEFAULT_ROUND,
         user_conf=env.get("CM_MLPERF_USER_CONF", ""),
         progress=str(env.get("CM_MLPERF_PROGRESS", "yes")).lower() not in ("no", "0", "false", "off"),
+        audit_conf=env.get("CM_MLPERF_AUDIT_CONF", ""),
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cm_mlperf.imagenet import VAL_MAP_NAME, ValMapError, read_val_map
 
 # ---------------------------------------------------------------------------------------------- dataset
 
@@ -18,9 +19,12 @@ def list_samples(dataset_path: str, count: int = 0) -> list[str]:
     root = Path(dataset_path)
     if not root.is_dir():
         raise FileNotFoundError(f"preprocessed dataset folder not found: {dataset_path}")
-    val_map = root / "val_map.txt"
+    val_map = root / VAL_MAP_NAME
     if val_map.is_file():
-        names = [ln.split()[0] for ln in val_map.read_text().splitlines() if ln.strip()]
+        try:
+            names = [name for name, _ in read_val_map(val_map)]
+        except ValMapError as e:
+            raise ValueError(str(e)) from None
     else:
         names = sorted(p.name for p in root.glob("*.npy"))
     if count and count < len(names):

@@ -1,8 +1,13 @@
-"""app-mlperf-inference-python: real LoadGen runs on a tiny ONNX classifier, both backends."""
+"""app-mlperf-inference-python: real LoadGen runs (run.py, one process per run, as the engine starts it) on a tiny
+ONNX classifier, both backends; the faults: INVALID with LoadGen's reason, interrupted runs leave no result."""
 from __future__ import annotations
 
 import ctypes
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import namedtuple
@@ -13,8 +18,10 @@ import onnx
 import onnx.helper as oh
 import onnx.numpy_helper as onh
 import pytest
+from conftest import SCRIPTS_DIR
 
 SCRIPT = "app-mlperf-inference-python"
+RUN_PY = SCRIPTS_DIR / SCRIPT / "run.py"
 N_SAMPLES = 12
 N_CORRECT = 9  # labels of samples 9..11 are deliberately wrong: 75 % top-1 over the whole set
 QuerySample = namedtuple("QuerySample", "id index")
@@ -61,6 +68,11 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def harness(script_module):
     return script_module(SCRIPT, "mlperf_harness")
+
+
+@pytest.fixture
+def backends(script_module):
+    return script_module(SCRIPT, "mlperf_backends")
 
 
 @pytest.fixture
@@ -147,11 +159,25 @@ def test_settings_errors(settings_mod, sut_mod, tiny, tmp_path):
         settings_mod.settings_from_env({"CM_MLPERF_LOADGEN_TARGET_QPS": "fast"})
 
 
-def test_customize_reports_missing_model(script_module, tiny, tmp_path):
+def test_customize_checks_settings_before_anything_runs(script_module, tiny, tmp_path):
     cust = script_module(SCRIPT, "customize")
     env = {"CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]), "CM_MLPERF_OUTPUT_DIR": str(tmp_path)}
     r = cust.preprocess({"env": env, "state": {}})
     assert r["return"] == 1 and "CM_ML_MODEL_FILE_WITH_PATH" in r["error"]
+    env["CM_ML_MODEL_FILE_WITH_PATH"] = str(tiny["onnx"])
+    assert cust.preprocess({"env": dict(env), "state": {}}) == {"return": 0}
+    for key, value, message in (("CM_MLPERF_LOADGEN_TARGET_QPS", "fast", "--target_qps='fast' is not a number"),
+                                ("CM_MLPERF_LOADGEN_SCENARIO", "batch", "(--scenario)"),
+                                ("CM_MLPERF_AUDIT_CONF", str(tmp_path / "none.config"), "--audit_conf")):
+        r = cust.preprocess({"env": {**env, key: value}, "state": {}})
+        assert r["return"] == 1 and message in r["error"], r
+    assert not list(tmp_path.iterdir())  # nothing written
+    # the hooks import no inference library and no numpy: cm stays light, heavy work is run.py's
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import customize; "
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'tvm', 'mlperf_loadgen') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(SCRIPTS_DIR / SCRIPT)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 # --------------------------------------------------------------------------------------- SUT (no LoadGen)
@@ -175,9 +201,9 @@ class FakeLoadGen:
 
 
 @pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream", "Offline", "Server"])
-def test_sut_answers_every_sample_with_float32_class(harness, sut_mod, tiny, scenario):
-    backend = harness.mlperf_backends.create_backend("onnxruntime")
-    backend.load(harness.mlperf_backends.ModelFacts(onnx_path=str(tiny["onnx"])), 1, 4)
+def test_sut_answers_every_sample_with_float32_class(backends, sut_mod, tiny, scenario):
+    backend = backends.create_backend("onnxruntime")
+    backend.load(backends.ModelFacts(onnx_path=str(tiny["onnx"])), 1, 4)
     qsl = sut_mod.SampleLibrary(sut_mod.list_samples(str(tiny["data"])))
     qsl.load(list(range(qsl.size)))
     lg = FakeLoadGen()
@@ -201,15 +227,38 @@ def test_sut_answers_every_sample_with_float32_class(harness, sut_mod, tiny, sce
 # ------------------------------------------------------------------------------------- real LoadGen runs
 
 
-def test_offline_performance_run(harness, settings_mod, tiny, tmp_path):
+def harness_env(tiny, out: Path, **env: str) -> dict[str, str]:
+    """The process env the engine gives run.py: os.environ + the script's env."""
+    base = {"CM_MLPERF_BACKEND": "onnxruntime", "CM_MLPERF_LOADGEN_SCENARIO": "Offline",
+            "CM_MLPERF_LOADGEN_MODE": "performance", "CM_MLPERF_OUTPUT_DIR": str(out),
+            "CM_ML_MODEL_NAME": "tiny", "CM_ML_MODEL_FILE_WITH_PATH": str(tiny["onnx"]),
+            "CM_ML_MODEL_INPUT_NAME": "input", "CM_ML_MODEL_OUTPUT_NAME": "logits", "CM_ML_MODEL_LABEL_OFFSET": "0",
+            "CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]), "CM_MLPERF_NUM_THREADS": "1",
+            "CM_MLPERF_PROGRESS": "no"}
+    return {**os.environ, **base, **env}
+
+
+def run_harness(tiny, out: Path, run_dir: Path, **env: str) -> tuple[dict, dict]:
+    """Run run.py to the end in run_dir; (its new env, its result) as the engine reads them."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, str(RUN_PY)], cwd=run_dir, env=harness_env(tiny, out, **env),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    new_env = dict(line.split("=", 1) for line in (run_dir / "tmp-run-env.out").read_text().splitlines())
+    state = json.loads((run_dir / "tmp-run-state.json").read_text())
+    return new_env, state["mlperf_result"]
+
+
+def test_offline_performance_run(harness, tiny, tmp_path):
     out = tmp_path / "offline"
     # No target_qps: the harness measures a warm-up and sets it.
-    r = harness.run_benchmark(_settings(settings_mod, tiny, out, min_duration_ms=100, min_query_count=200))
+    env, r = run_harness(tiny, out, tmp_path / "run", CM_MLPERF_LOADGEN_MIN_DURATION="100",
+                         CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="200")
     for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "user.conf", "mlperf.conf"):
         assert (out / name).is_file(), name
     assert r["scenario"] == "Offline" and r["mode"] == "performance"
-    assert r["valid"] and r["validity"] == "VALID" and r["min_duration_satisfied"]
-    assert r["result_unit"] == "samples/s" and r["result"] > 0
+    assert r["valid"] and r["validity"] == "VALID" and r["min_duration_satisfied"] and r["invalid_reason"] is None
+    assert r["result_unit"] == "samples/s" and r["result"] > 0 and r["audit"] is False
     assert r["loadgen_version"].startswith("6.0.17")
     # Never more than the dataset: 12 samples, not resnet50's 1024.
     assert r["qsl_size"] == r["performance_sample_count"] == r["loadgen_performance_sample_count"] == N_SAMPLES
@@ -223,12 +272,16 @@ def test_offline_performance_run(harness, settings_mod, tiny, tmp_path):
     assert r["qsl_rng_seed"] == harness.mlperf_rounds.PUBLISHED_SEEDS["v6.1"]["qsl_rng_seed"]
     assert _detail_errors(out) == []  # in particular no "Multiple conf files are used"
     assert harness.load_result(out) == r
+    assert env["CM_MLPERF_OUTPUT_DIR"] == str(out) and env["CM_MLPERF_RESULT_VALID"] == "yes"
+    assert float(env["CM_MLPERF_RESULT_VALUE"]) == r["result"] and env["CM_MLPERF_RESULT_UNIT"] == "samples/s"
+    assert env["CM_MLPERF_USER_CONF_PATH"] == str(out / "user.conf") and "CM_MLPERF_ACCURACY_RESULTS_DIR" not in env
 
 
-def test_singlestream_run_with_count(harness, settings_mod, tiny, tmp_path):
+def test_singlestream_run_with_count(tiny, tmp_path):
     out = tmp_path / "ss"
-    r = harness.run_benchmark(_settings(settings_mod, tiny, out, scenario="SingleStream", count=10,
-                                        min_duration_ms=100, min_query_count=300))
+    _, r = run_harness(tiny, out, tmp_path / "run", CM_MLPERF_LOADGEN_SCENARIO="SingleStream",
+                       CM_MLPERF_LOADGEN_COUNT="10", CM_MLPERF_LOADGEN_MIN_DURATION="100",
+                       CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="300")
     assert r["scenario"] == "SingleStream" and r["valid"], r
     assert r["result_unit"] == "ms" and 0 < r["result"] < 100 and r["latency_percentile"] == 90.0
     assert r["qsl_size"] == r["performance_sample_count"] == 10
@@ -237,26 +290,43 @@ def test_singlestream_run_with_count(harness, settings_mod, tiny, tmp_path):
     assert _detail_errors(out) == []
 
 
-def test_server_and_multistream_runs(harness, settings_mod, tiny, tmp_path):
-    r = harness.run_benchmark(_settings(settings_mod, tiny, tmp_path / "server", scenario="Server", target_qps=1000,
-                                        min_duration_ms=200, min_query_count=500, workers=2))
+def test_too_short_singlestream_is_invalid_with_loadgen_reason(tiny, tmp_path, capfd):
+    """50 ms expected per query and 100 ms minimum: LoadGen plans a few queries, early stopping needs 64."""
+    out = tmp_path / "short"
+    env, r = run_harness(tiny, out, tmp_path / "run", CM_MLPERF_LOADGEN_SCENARIO="SingleStream",
+                         CM_MLPERF_LOADGEN_MIN_DURATION="100", CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="10",
+                         CM_MLPERF_LOADGEN_TARGET_LATENCY="50")
+    assert r["validity"] == "INVALID" and not r["valid"] and env["CM_MLPERF_RESULT_VALID"] == "no"
+    reason = r["invalid_reason"]
+    assert "early stopping not met" in reason and "at least 64 queries" in reason, reason
+    assert "LoadGen: " in reason and "\n" not in reason
+    assert env["CM_MLPERF_RESULT_INVALID_REASON"] == reason
+    summary = (out / "mlperf_log_summary.txt").read_text()
+    assert "Need to process at least 64 queries for early stopping." in summary  # where the reason comes from
+
+
+def test_server_and_multistream_runs(tiny, tmp_path):
+    _, r = run_harness(tiny, tmp_path / "server", tmp_path / "run1", CM_MLPERF_LOADGEN_SCENARIO="Server",
+                       CM_MLPERF_LOADGEN_TARGET_QPS="1000", CM_MLPERF_LOADGEN_MIN_DURATION="200",
+                       CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="500", CM_MLPERF_SUT_WORKERS="2")
     assert r["scenario"] == "Server" and r["result_unit"] == "samples/s" and r["result"] > 0
     assert r["result_key"] == "result_completed_samples_per_sec" and r["latency_percentile"] == 99.0
     assert r["valid"] and r["performance_constraints_satisfied"] and r["early_stopping_satisfied"], r
     # No target_latency: measured; below 1 ms (the user.conf unit) the harness sets the exact value itself.
-    r = harness.run_benchmark(_settings(settings_mod, tiny, tmp_path / "ms", scenario="MultiStream",
-                                        min_duration_ms=100, min_query_count=662))
+    _, r = run_harness(tiny, tmp_path / "ms", tmp_path / "run2", CM_MLPERF_LOADGEN_SCENARIO="MultiStream",
+                       CM_MLPERF_LOADGEN_MIN_DURATION="100", CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="662")
     assert r["scenario"] == "MultiStream" and r["result_unit"] == "ms" and r["latency_percentile"] == 99.0
     # 662 queries: the fewest for which LoadGen's early-stopping estimate of the 99th percentile exists.
     assert r["samples_processed"] >= 662 * 8 and r["valid"], r
 
 
-def test_accuracy_run_v31_and_top1(harness, settings_mod, script_module, tiny, tmp_path):
+def test_accuracy_run_v31_and_top1(harness, script_module, tiny, tmp_path):
     acc = script_module("process-mlperf-accuracy", "imagenet_accuracy")
     out = tmp_path / "acc"
-    r = harness.run_benchmark(_settings(settings_mod, tiny, out, mode="accuracy", round="v3.1"))
+    env, r = run_harness(tiny, out, tmp_path / "run", CM_MLPERF_LOADGEN_MODE="accuracy", CM_MLPERF_ROUND="v3.1")
     assert r["mode"] == "accuracy" and r["valid"] and r["accuracy_samples_logged"] == N_SAMPLES
     assert r["samples_processed"] == N_SAMPLES and r["accuracy_log"] == str(out / "mlperf_log_accuracy.json")
+    assert env["CM_MLPERF_ACCURACY_RESULTS_DIR"] == str(out) and env["CM_MLPERF_RESULT_VALUE"] == ""
     # v3.1 runs carry v3.1's seeds although LoadGen's built-in conf is v6.1's.
     seeds = harness.mlperf_rounds.PUBLISHED_SEEDS["v3.1"]
     assert (r["qsl_rng_seed"], r["sample_index_rng_seed"], r["schedule_rng_seed"]) == (
@@ -268,7 +338,97 @@ def test_accuracy_run_v31_and_top1(harness, settings_mod, script_module, tiny, t
     assert (out / "accuracy.txt").read_text().splitlines()[0] == "accuracy=75.000%, good=9, total=12"
 
 
-def test_tvm_backend_matches_onnxruntime_and_runs(harness, settings_mod, sut_mod, script_module, tiny, tmp_path):
+def _detail_value(out: Path, key: str):
+    for line in (out / "mlperf_log_detail.txt").read_text().splitlines():
+        if line.startswith(":::MLLOG") and f'"key": "{key}"' in line:
+            return json.loads(line[len(":::MLLOG"):])["value"]
+    return None
+
+
+def test_audit_config_reaches_loadgen_and_not_the_next_run(tiny, tmp_path):
+    audit = tmp_path / "TEST04.config"  # TEST04: the same sample issued for every query
+    audit.write_text("*.Offline.mode = 2\n*.Offline.performance_issue_unique = 0\n"
+                     "*.Offline.performance_issue_same = 1\n*.Offline.performance_issue_same_index = 3\n")
+    out = tmp_path / "audit"
+    settings = dict(CM_MLPERF_LOADGEN_TARGET_QPS="2000", CM_MLPERF_LOADGEN_MIN_DURATION="100",
+                    CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="100")
+    _, r = run_harness(tiny, out, tmp_path / "run1", CM_MLPERF_AUDIT_CONF=str(audit), **settings)
+    assert r["audit"] is True and (out / "audit.config").read_text() == audit.read_text()
+    assert _detail_value(out, "effective_performance_issue_same") == 1  # LoadGen read it from its folder
+    assert not (tmp_path / "run1" / "audit.config").exists()
+    # the same folder again without --audit_conf: the stale audit.config must not apply
+    _, r = run_harness(tiny, out, tmp_path / "run2", **settings)
+    assert r["audit"] is False and not (out / "audit.config").exists()
+    assert _detail_value(out, "effective_performance_issue_same") == 0
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has finished
+    except FileNotFoundError:
+        return False
+
+
+# A 60 s SingleStream run, started the way the engine starts it: a parent process (cm) with run.py as its child.
+_PARENT = ("import subprocess, sys\n"
+           "child = subprocess.Popen([sys.executable, sys.argv[1]], cwd=sys.argv[2])\n"
+           "print(child.pid, flush=True)\n"
+           "child.wait()\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dying with the parent is Linux's prctl")
+@pytest.mark.parametrize("how", ["parent SIGKILL", "SIGTERM", "SIGINT"])
+def test_interrupted_harness_stops_and_leaves_no_result(tiny, tmp_path, how):
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    run_dir.mkdir()
+    env = harness_env(tiny, out, CM_MLPERF_LOADGEN_SCENARIO="SingleStream", CM_MLPERF_LOADGEN_TARGET_LATENCY="1",
+                      CM_MLPERF_LOADGEN_MIN_DURATION="60000", CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="100")
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(RUN_PY), str(run_dir)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        harness_pid = int(parent.stdout.readline())
+        # LoadGen is running once its detail log has the test's settings
+        _wait_for(lambda: (out / "mlperf_log_detail.txt").is_file()
+                  and "effective_scenario" in (out / "mlperf_log_detail.txt").read_text(), 60, "LoadGen to start")
+        time.sleep(0.5)
+        stopped = time.monotonic()
+        if how == "parent SIGKILL":
+            parent.kill()  # cm killed: Linux sends the harness SIGTERM (run_step.die_with_parent)
+        else:
+            os.kill(harness_pid, signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
+        _wait_for(lambda: not _alive(harness_pid), 5, "the harness to stop")
+        assert time.monotonic() - stopped < 5
+        if how != "parent SIGKILL":
+            assert parent.wait(5) == 0  # the parent reaped it
+    finally:
+        for pid in (parent.pid,):
+            if parent.poll() is None:
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()
+        if _alive(harness_pid):
+            os.kill(harness_pid, signal.SIGKILL)
+    assert not (out / "harness_result.json").exists()  # no finished-looking result
+    assert not (run_dir / "tmp-run-env.out").exists()
+
+
+def test_run_step_reports_errors_in_one_line(tiny, tmp_path):
+    env = harness_env(tiny, tmp_path / "o", CM_ML_MODEL_FILE_WITH_PATH=str(tmp_path / "missing.onnx"))
+    proc = subprocess.run([sys.executable, str(RUN_PY)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ONNX model not found")
+    assert not (tmp_path / "o" / "harness_result.json").exists()
+
+
+def test_tvm_backend_matches_onnxruntime_and_runs(backends, sut_mod, script_module, tiny, tmp_path):
     tvm = pytest.importorskip("tvm")
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -279,10 +439,9 @@ def test_tvm_backend_matches_onnxruntime_and_runs(harness, settings_mod, sut_mod
     so = tmp_path / "tiny_b4.so"
     tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})).export_library(str(so))
 
-    bk = harness.mlperf_backends
-    facts = bk.ModelFacts(onnx_path=str(tiny["onnx"]), input_name="input", output_name="logits", tvm_so=str(so),
-                          tvm_batch_size=batch)
-    ort_b, tvm_b = bk.create_backend("onnxruntime"), bk.create_backend("tvm")
+    facts = backends.ModelFacts(onnx_path=str(tiny["onnx"]), input_name="input", output_name="logits",
+                                tvm_so=str(so), tvm_batch_size=batch)
+    ort_b, tvm_b = backends.create_backend("onnxruntime"), backends.create_backend("tvm")
     ort_b.load(facts, 1, batch)
     tvm_b.load(facts, 1, batch)
     assert tvm_b.fixed_batch_size == batch and ort_b.fixed_batch_size is None
@@ -294,35 +453,8 @@ def test_tvm_backend_matches_onnxruntime_and_runs(harness, settings_mod, sut_mod
     assert tvm_b.predict(x[:1]).shape == (1, 10)
 
     out = tmp_path / "tvm-acc"
-    s = _settings(settings_mod, tiny, out, backend="tvm", mode="accuracy", count=10,
-                  model=facts)
-    r = harness.run_benchmark(s)
+    _, r = run_harness(tiny, out, tmp_path / "run", CM_MLPERF_BACKEND="tvm", CM_MLPERF_LOADGEN_MODE="accuracy",
+                       CM_MLPERF_LOADGEN_COUNT="10", CM_TVM_MODEL_SO=str(so), CM_TVM_BATCH_SIZE=str(batch))
     assert r["backend"] == "tvm" and r["valid"] and r["batch_size"] == batch and r["qsl_size"] == 10
     res = acc.write_accuracy_txt(out, tiny["data"] / "val_map.txt")
     assert res.line() == "accuracy=90.000%, good=9, total=10"
-
-
-def test_cli_reports_errors(harness, tiny, tmp_path, capsys):
-    rc = harness.main(["--model-path", str(tmp_path / "missing.onnx"), "--dataset-path", str(tiny["data"]),
-                       "--output-dir", str(tmp_path / "o"), "--no-progress"])
-    assert rc == 1
-    assert "ONNX model not found" in capsys.readouterr().err
-
-
-def test_customize_runs_and_publishes(script_module, tiny, tmp_path):
-    cust = script_module(SCRIPT, "customize")
-    out = tmp_path / "cm-run"
-    env = {"CM_MLPERF_BACKEND": "onnxruntime", "CM_MLPERF_LOADGEN_SCENARIO": "Offline",
-           "CM_MLPERF_LOADGEN_MODE": "accuracy", "CM_MLPERF_OUTPUT_DIR": str(out), "CM_MLPERF_ROUND": "v6.1",
-           "CM_ML_MODEL_FILE_WITH_PATH": str(tiny["onnx"]), "CM_ML_MODEL_INPUT_NAME": "input",
-           "CM_ML_MODEL_OUTPUT_NAME": "logits", "CM_ML_MODEL_LABEL_OFFSET": "0",
-           "CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]), "CM_MLPERF_NUM_THREADS": "1",
-           "CM_MLPERF_PROGRESS": "no"}
-    state: dict = {}
-    assert cust.preprocess({"env": env, "state": state}) == {"return": 0}
-    assert cust.postprocess({"env": env, "state": state}) == {"return": 0}
-    r = state["mlperf_result"]
-    assert r["mode"] == "accuracy" and r["valid"] and r["samples_processed"] == N_SAMPLES
-    assert env["CM_MLPERF_RESULT_VALID"] == "yes" and env["CM_MLPERF_RESULT_VALUE"] == ""
-    assert env["CM_MLPERF_OUTPUT_DIR"] == str(out) and env["CM_MLPERF_ACCURACY_RESULTS_DIR"] == str(out)
-    assert Path(env["CM_MLPERF_USER_CONF_PATH"]).is_file() and Path(env["CM_MLPERF_CONF_PATH"]).is_file()
