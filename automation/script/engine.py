@@ -396,6 +396,15 @@ def cm_cache_tags(prepared: _Prepared, result: ScriptResult) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
+def _conditions(dep: dict[str, Any]) -> str:
+    def values(v: Any) -> str:
+        return "|".join(envlib.normalise(x) for x in (v if isinstance(v, list) else [v]))
+
+    parts = [f"if {k}={values(v)}" for k, v in (dep.get("enable_if_env") or {}).items()]
+    parts += [f"unless {k}={values(v)}" for k, v in (dep.get("skip_if_env") or {}).items()]
+    return " and ".join(parts) or "if enabled"
+
+
 def _from_entry(record: dict[str, Any], path: str) -> ScriptResult:
     return ScriptResult(copy.deepcopy(record.get("new_env", {})), copy.deepcopy(record.get("new_state", {})),
                         record.get("version", ""), path, record.get("key", ""))
@@ -420,8 +429,18 @@ def _execute(ctx: RunContext, prepared: _Prepared, inputs: dict[str, Any], state
     for list_key in PRE_RUN_DEPS:
         run_deps(list_key)
     if ctx.dry_run:
+        # hooks do not run under --dry-run, so what they would set is unknown: a later dependency whose condition
+        # fails on the env known now is still shown, with the condition it waits for
         for list_key in ("prehook_deps", *POST_RUN_DEPS):
-            run_deps(list_key)
+            for block in prepared.blocks:
+                for dep in block.get(list_key) or []:
+                    resolved = depslib.apply_overrides(dep, direct_overrides)
+                    if depslib.should_run(resolved, env):
+                        _run_dependency(ctx, dep, env, state, direct_overrides, child_overrides, depth,
+                                        prepared.variations)
+                    else:
+                        ctx.reporter.dry_run(depth + 1, ",".join(depslib.resolve_tags(resolved, env)), [],
+                                             f"after {script.alias}'s preprocess, {_conditions(resolved)}")
         return ScriptResult(envlib.select(env, prepared.collect("new_env_keys")), {}, prepared.version)
 
     version = prepared.version

@@ -296,3 +296,10 @@ def test_unregistered_collection_says_to_register(tmp_path):
 def test_help_prints_without_a_traceback(cm_home, words):
     r = _cm(cm_home, *words, "-h")
     assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr and "def " in r.stdout
+
+
+def test_dry_run_shows_the_steps_after_preprocess(run, capsys):
+    ok(run("fx,after", dry_run=True))
+    out = capsys.readouterr().out
+    assert "fx,echo  [after fx-after's preprocess, if FX_AFTER_ENABLED=yes]" in out
+    assert ok(run("fx,after", env={"FX_TEXT": "hi"}))["steps"][-1]["alias"] == "fx-echo"  # and it runs for real
