@@ -7,7 +7,6 @@ project's own dependencies come first, so `--count` below the full size needs fe
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -15,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from cm_mlperf.files import sha256_file
+from cm_mlperf.imagenet import VAL_MAP_NAME, write_val_map
 
-VAL_MAP_NAME = "val_map.txt"
 LABELS_JSON_NAME = "LABELS.json"
 LABELS_MD_NAME = "LABELS.md"
 JPEG_QUALITY = 95
@@ -136,13 +135,14 @@ def build_sample(out_dir: str | os.PathLike, count: int | None = None) -> dict:
 
     Returns {'path', 'val_map', 'size', 'images'}: absolute paths and the number of images.
     """
+    from PIL import Image  # here, not at the top: customize.py imports this module for parse_count/select_images
+
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     entries = select_images(count)
     records: list[dict] = []
     for entry in entries:
         src = source_path(entry)
-        data = src.read_bytes()
         try:
             with Image.open(src) as img:
                 rgb = img.convert("RGB")
@@ -156,11 +156,11 @@ def build_sample(out_dir: str | os.PathLike, count: int | None = None) -> dict:
             "package": entry.distribution,
             "package_version": _distribution_version(entry.distribution),
             "source": f"{entry.module}/{entry.resource}",
-            "source_sha256": hashlib.sha256(data).hexdigest(),
+            "source_sha256": sha256_file(src),
             "note": entry.note,
         })
     val_map = out / VAL_MAP_NAME
-    val_map.write_text("".join(f"{r['file']} {r['label']}\n" for r in records), encoding="utf-8")
+    write_val_map(val_map, ((r["file"], r["label"]) for r in records))
     (out / LABELS_JSON_NAME).write_text(json.dumps({"labels_assigned_by": "this project, not ImageNet",
                                                     "images": records}, indent=2) + "\n", encoding="utf-8")
     write_labels_md(records, out / LABELS_MD_NAME)

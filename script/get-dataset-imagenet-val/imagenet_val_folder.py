@@ -11,11 +11,13 @@ import os
 import re
 from pathlib import Path
 
+from cm_mlperf.files import resolve_user_path as _resolve
+from cm_mlperf.imagenet import NUM_CLASSES, VAL_MAP_NAME, ValMapError, write_val_map
+from cm_mlperf.imagenet import read_val_map as _read_val_map
+
 VAL_IMAGE_RE = re.compile(r"^ILSVRC2012_val_\d{8}\.JPEG$")
 SYNSET_DIR_RE = re.compile(r"^n\d{8}$")
-VAL_MAP_NAME = "val_map.txt"
 RECORD_NAME = "imagenet_val.json"
-NUM_CLASSES = 1000
 LAYOUT_HINT = "expected the flat validation layout: ILSVRC2012_val_00000001.JPEG ... directly in the folder"
 
 
@@ -37,16 +39,8 @@ def parse_count(value: str | int | None) -> int | None:
 
 
 def resolve_user_path(path: str) -> Path:
-    """An absolute path for a path the user typed.
-
-    The hooks run in the cache entry's folder, not where `cm` was started: a relative path is taken
-    from the caller's directory (the shell's PWD, which os.chdir does not change).
-    """
-    expanded = Path(os.path.expanduser(path.strip()))
-    if not expanded.is_absolute():
-        caller = os.environ.get("PWD", "")
-        expanded = (Path(caller) if caller and os.path.isdir(caller) else Path.cwd()) / expanded
-    return expanded.resolve()
+    """An absolute path for a path the user typed (relative: from the caller's directory, not the cache entry)."""
+    return Path(_resolve(path))
 
 
 def scan_folder(folder: Path) -> tuple[set[str], list[str]]:
@@ -76,21 +70,10 @@ def scan_folder(folder: Path) -> tuple[set[str], list[str]]:
 
 def read_val_map(path: Path) -> list[tuple[str, int]]:
     """`<file> <label>` lines (blank lines skipped); labels must be 0..999."""
-    entries: list[tuple[str, int]] = []
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ImagenetValError(f"cannot read {path}: {e.strerror}") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= NUM_CLASSES:
-            raise ImagenetValError(f"{path}:{number}: expected '<file name> <label 0..999>', got '{line.strip()}'")
-        entries.append((parts[0], int(parts[1])))
-    if not entries:
-        raise ImagenetValError(f"{path} lists no images")
-    return entries
+        return _read_val_map(path, NUM_CLASSES)
+    except ValMapError as e:
+        raise ImagenetValError(str(e)) from None
 
 
 def official_labels() -> dict[str, int]:
@@ -116,6 +99,19 @@ def generate_val_map(images: list[str]) -> list[tuple[str, int]]:
                                    f"(no label for it): remove it, or give a val_map.txt with --val_map")
         entries.append((name, labels[name]))
     return entries
+
+
+def check_inputs(imagenet_path: str | None, count: str | None = None, val_map: str | None = None) -> None:
+    """The flags alone, without listing the folder (customize.py): given, existing, a whole --count."""
+    parse_count(count)
+    if not imagenet_path or not str(imagenet_path).strip():
+        raise ImagenetValError("pass --imagenet_path=/path/to/ILSVRC2012/val")
+    folder = resolve_user_path(str(imagenet_path))
+    if not folder.is_dir():
+        raise ImagenetValError(f"--imagenet_path={folder} does not exist or is not a folder: pass the folder that "
+                               f"holds ILSVRC2012_val_*.JPEG")
+    if val_map and not resolve_user_path(val_map).is_file():
+        raise ImagenetValError(f"--val_map={resolve_user_path(val_map)} does not exist")
 
 
 def prepare(imagenet_path: str | None, out_dir: str | os.PathLike, count: int | None = None,
@@ -154,7 +150,7 @@ def prepare(imagenet_path: str | None, out_dir: str | os.PathLike, count: int | 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     out_map = out / VAL_MAP_NAME
-    out_map.write_text("".join(f"{name} {label}\n" for name, label in entries), encoding="utf-8")
+    write_val_map(out_map, entries)
     record = {"imagenet_path": str(folder), "val_map_source": source, "count": count, "size": len(entries),
               "images_in_folder": len(images)}
     (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

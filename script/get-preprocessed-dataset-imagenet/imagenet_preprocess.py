@@ -12,74 +12,36 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cm_mlperf import run_step
+from cm_mlperf.imagenet import VAL_MAP_NAME, ValMapError, write_val_map
+from cm_mlperf.imagenet import read_val_map as _read_val_map
+from imagenet_preprocess_recipes import (  # noqa: F401 - re-exported: part of this API
+    RECIPES,
+    PreprocessError,
+    Recipe,
+    check_layout,
+    get_recipe,
+    parse_size,
+    parse_workers,
+)
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-VAL_MAP_NAME = "val_map.txt"
 RECORD_NAME = "preprocessed.json"
-LAYOUTS = ("NCHW", "NHWC")
 CROP_PERCENT = 87.5
 # Bump when the pixel math changes, so that old cache entries can be told apart.
 IMPLEMENTATION_VERSION = 1
-
-
-class PreprocessError(Exception):
-    """A one-line, user-facing reason why preprocessing failed."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Normalisation after resize/crop: (pixel - mean) / std per RGB channel, float32."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    description: str
-
-
-RECIPES: dict[str, Recipe] = {
-    "resnet50": Recipe((123.68, 116.78, 103.94), (1.0, 1.0, 1.0),
-                       "MLPerf reference ResNet-50: RGB minus the ImageNet channel means, no scaling"),
-    "efficientnet-lite": Recipe((127.0, 127.0, 127.0), (128.0, 128.0, 128.0),
-                                "EfficientNet-Lite (TFLite): (x - 127) / 128"),
-}
-
-
-def get_recipe(name: str | None) -> Recipe:
-    known = ", ".join(sorted(RECIPES))
-    if not name:
-        raise PreprocessError(f"CM_ML_MODEL_PREPROCESS is not set (the model script sets it); known recipes: {known}")
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise PreprocessError(f"unknown preprocessing recipe '{name}' (CM_ML_MODEL_PREPROCESS); "
-                              f"known recipes: {known}") from None
-
-
-def check_layout(layout: str | None) -> str:
-    value = (layout or "NCHW").strip().upper()
-    if value not in LAYOUTS:
-        raise PreprocessError(f"unknown input layout '{layout}' (CM_ML_MODEL_INPUT_LAYOUT): use NCHW or NHWC")
-    return value
-
-
-def parse_size(value: str | int | None, key: str, default: int = 224) -> int:
-    if value is None or str(value).strip() == "":
-        return default
-    try:
-        size = int(str(value).strip())
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise PreprocessError(f"{key} must be a positive whole number, got '{value}'")
-    return size
 
 
 def area_weights(n: int, out_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,21 +132,10 @@ def preprocess_image(path: str | os.PathLike, recipe: Recipe, height: int = 224,
 
 
 def read_val_map(path: Path) -> list[tuple[str, int]]:
-    entries = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise PreprocessError(f"cannot read the dataset's val_map {path}: {e.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise PreprocessError(f"{path}:{number}: expected '<file name> <label>', got '{line.strip()}'")
-        entries.append((parts[0], int(parts[1])))
-    if not entries:
-        raise PreprocessError(f"{path} lists no images")
-    return entries
+        return _read_val_map(path)
+    except ValMapError as e:
+        raise PreprocessError(str(e)) from None
 
 
 def _work(task: tuple[int, str, str, str, int, int, str]) -> tuple[int, str | None]:
@@ -213,6 +164,36 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
+def _init_worker() -> None:
+    """A worker dies with its parent (even a SIGKILLed one) and leaves Ctrl-C and SIGTERM to it: the parent
+    terminates the pool. Forked workers inherit the run step's SIGTERM handler, which would unwind Python."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    run_step.die_with_parent()
+
+
+@contextmanager
+def _worker_pool(n_workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool that, when the block ends by an exception (SIGTERM, Ctrl-C, a failed image), is terminated at
+    once: a plain shutdown would wait for every worker's current chunk of images."""
+    executor = ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context(), initializer=_init_worker)
+    try:
+        yield executor
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        terminate = getattr(executor, "terminate_workers", None)  # Python >= 3.14
+        if terminate is not None:
+            terminate()
+        else:
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(timeout=5)
+        raise
+    executor.shutdown(wait=True)
+
+
 def _run_tasks(tasks: list[tuple], n_workers: int, bar: Any) -> tuple[int, str] | None:
     """Run the tasks (in n_workers processes when > 1); the first failure as (task index, error), else None."""
     if n_workers == 1:
@@ -222,18 +203,24 @@ def _run_tasks(tasks: list[tuple], n_workers: int, bar: Any) -> tuple[int, str] 
                 return index, error
             bar.update(1)
         return None
-    chunk = max(1, min(64, len(tasks) // (n_workers * 4)))
-    executor = ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context())
+    chunk = max(1, min(16, len(tasks) // (n_workers * 4)))
     try:
-        for index, error in executor.map(_work, tasks, chunksize=chunk):
-            if error is not None:
-                return index, error
-            bar.update(1)
+        with _worker_pool(n_workers) as executor:
+            for index, error in executor.map(_work, tasks, chunksize=chunk):
+                if error is not None:
+                    raise _TaskFailed(index, error)
+                bar.update(1)
+    except _TaskFailed as failed:
+        return failed.index, failed.error
     except BrokenProcessPool:
         raise PreprocessError("a preprocessing process died (out of memory?): rerun, or free memory") from None
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
     return None
+
+
+class _TaskFailed(Exception):
+    def __init__(self, index: int, error: str) -> None:
+        super().__init__(error)
+        self.index, self.error = index, error
 
 
 def preprocess_dataset(image_dir: str | os.PathLike, val_map: str | os.PathLike, out_dir: str | os.PathLike,
@@ -272,8 +259,7 @@ def preprocess_dataset(image_dir: str | os.PathLike, val_map: str | os.PathLike,
         raise PreprocessError(f"cannot preprocess image {tasks[index][1]}: {error}")
 
     out_map = out / VAL_MAP_NAME
-    lines = [f"{npy} {label}\n" for npy, (_, label) in zip(names, entries, strict=True)]
-    out_map.write_text("".join(lines), encoding="utf-8")
+    write_val_map(out_map, ((npy, label) for npy, (_, label) in zip(names, entries, strict=True)))
     record = {"recipe": recipe_name, **asdict(recipe), "layout": layout, "height": height, "width": width,
               "dtype": "float32", "size": len(entries), "resize": "pixel-area (OpenCV INTER_AREA equivalent)",
               "crop_percent": CROP_PERCENT, "source_val_map": str(val_map), "source_dir": str(src_dir),

