@@ -5,7 +5,12 @@ uncached entry script whose 14 dependencies are 10 cached scripts (each with a c
 4 uncached ones (like detect-os). After one warm-up run that fills the cache, the same command is timed
 N times; the table reports the median and its ratio to the 0.8 s goal, next to a bare `cm` call.
 
-    python benchmarks/engine_overhead.py [--runs 9]
+With MLCommons' collection (cm4mlops 0.6.25, 286 scripts; `../shared/thirdparty/` or --cm4mlops) it also
+times, in a second CM home where that collection is registered first and ours after it: a cached `detect,os`
+(MLCommons' script, run by our engine; goal <= 0.2 s) and the same cached chain of 15 scripts (no slower
+than with ours alone).
+
+    python benchmarks/engine_overhead.py [--runs 9] [--cm4mlops PATH.tar.gz]
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOAL_SECONDS = 0.8
+GOAL_SINGLE_WITH_MLCOMMONS = 0.2
+CM4MLOPS = REPO_ROOT.parent / "shared" / "thirdparty" / "mlcommons-cm4mlops-0.6.25.tar.gz"
 HEADER = "automation_alias: script\nautomation_uid: 5b4e0237da074764\n"
 
 
@@ -64,10 +71,28 @@ def timed(command: list[str], env: dict[str, str], runs: int) -> list[float]:
     return times
 
 
+def mlcommons_home(tmp_path: Path, tarball: Path, env: dict[str, str]) -> dict[str, str] | None:
+    """A CM home with MLCommons' collection registered first, then this repository and the bench repository."""
+    import tarfile
+
+    if not tarball.is_file():
+        return None
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp_path / "cm4mlops", filter="data")
+    home_env = dict(env, CM_REPOS=str(tmp_path / "home-mlc"))
+    subprocess.run(["cm", "init", "repo", "--here"], env=home_env, cwd=tmp_path / "cm4mlops", check=True,
+                   capture_output=True)
+    for repo in (REPO_ROOT, tmp_path / "bench-repo"):
+        subprocess.run(["cm-register-repo", str(repo)], env=home_env, check=True, capture_output=True)
+    return home_env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--cm4mlops", type=Path, default=CM4MLOPS, help="MLCommons' collection (.tar.gz)")
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         make_repo(tmp_path / "bench-repo")
@@ -79,11 +104,30 @@ def main() -> None:
         subprocess.run(chain, env=env, check=True, capture_output=True)  # fill the cache
         bare = statistics.median(timed(["cm", "version"], env, args.runs))
         cached = statistics.median(timed(chain, env, args.runs))
+        rows.append(("bare `cm version` (cmind start-up)", bare, GOAL_SECONDS))
+        rows.append(("cached chain of 15 scripts (1 top, 10 cached, 4 not)", cached, GOAL_SECONDS))
+        mlc_env = mlcommons_home(tmp_path, args.cm4mlops, env)
+        if mlc_env is not None:
+            detect = ["cm", "run", "script", "--tags=detect,os", "--quiet"]
+            for command in (detect, chain):
+                subprocess.run(command, env=mlc_env, check=True, capture_output=True)  # index and cache
+            single = statistics.median(timed(detect, mlc_env, args.runs))
+            mlc_chain = statistics.median(timed(chain, mlc_env, args.runs))
+            rows.append(("MLCommons' collection registered (+286 scripts):", None, None))
+            rows.append(("  `detect,os` (MLCommons' script, our engine)", single, GOAL_SINGLE_WITH_MLCOMMONS))
+            rows.append(("  cached chain of 15 scripts", mlc_chain, cached))
     print(f"{'measurement':52s} {'median s':>9s} {'vs goal':>8s}")
-    print(f"{'bare `cm version` (cmind start-up)':52s} {bare:9.3f} {bare / GOAL_SECONDS:8.2f}")
-    print(f"{'cached chain of 15 scripts (1 top, 10 cached, 4 not)':52s} {cached:9.3f} {cached / GOAL_SECONDS:8.2f}")
+    for name, seconds, goal in rows:
+        print(f"{name:52s}" + ("" if seconds is None else f" {seconds:9.3f} {seconds / goal:8.2f}"))
     print(f"goal: <= {GOAL_SECONDS} s for the cached chain; {'met' if cached <= GOAL_SECONDS else 'NOT met'}"
           f" ({args.runs} runs each, median)")
+    if len(rows) > 2:
+        single, mlc_chain = rows[3][1], rows[4][1]
+        print(f"with MLCommons' collection: detect,os <= {GOAL_SINGLE_WITH_MLCOMMONS} s "
+              f"{'met' if single <= GOAL_SINGLE_WITH_MLCOMMONS else 'NOT met'}; chain {mlc_chain / cached:.2f}x "
+              "the time with ours alone (the 'vs goal' column)")
+    else:
+        print(f"MLCommons' collection not found at {args.cm4mlops}: its rows are left out")
 
 
 if __name__ == "__main__":
