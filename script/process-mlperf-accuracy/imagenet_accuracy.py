@@ -9,16 +9,22 @@ line the submission's log truncation adds).
     python imagenet_accuracy.py --results-dir OUT --val-map val_map.txt [--dtype float32]
 """
 
+from __future__ import annotations
+
 import argparse
 import hashlib
 import json
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from cm_mlperf.files import atomic_write
+from cm_mlperf.imagenet import ValMapError
+from cm_mlperf.imagenet import read_val_map as _read_val_map
 
-DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
+# little-endian, as LoadGen copies the response bytes of the (x86/ARM) host
+DTYPES = {"float32": struct.Struct("<f"), "int32": struct.Struct("<i"), "int64": struct.Struct("<q")}
 LOG_NAME = "mlperf_log_accuracy.json"
 
 
@@ -49,25 +55,21 @@ def read_val_map(path: str | Path) -> list[int]:
     p = Path(path)
     if not p.is_file():
         raise AccuracyError(f"label map not found: {p}")
-    labels = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
-        cols = line.split()
-        if not cols:
-            continue
-        try:
-            labels.append(int(cols[1]))
-        except (IndexError, ValueError) as exc:
-            raise AccuracyError(f"{p}:{n}: expected '<file name> <label>', got '{line.strip()}'") from exc
-    if not labels:
-        raise AccuracyError(f"label map {p} is empty")
-    return labels
+    try:
+        return [label for _, label in _read_val_map(p)]
+    except ValMapError as exc:
+        raise AccuracyError(str(exc)) from None
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise AccuracyError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
+    return dtype
 
 
 def compute(log_path: str | Path, labels: list[int], dtype: str = "float32") -> AccuracyResult:
     """Score an accuracy log against labels; raises AccuracyError with a clear reason."""
-    if dtype not in DTYPES:
-        raise AccuracyError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
-    np_dtype = np.dtype(DTYPES[dtype])
+    decoder = DTYPES[check_dtype(dtype)]
     p = Path(log_path)
     if not p.is_file():
         raise AccuracyError(f"accuracy log not found: {p} (run the benchmark in accuracy mode first)")
@@ -94,11 +96,11 @@ def compute(log_path: str | Path, labels: list[int], dtype: str = "float32") -> 
         if not 0 <= idx < len(labels):
             raise AccuracyError(f"accuracy log {p}: qsl_idx {idx} is outside the label map ({len(labels)} labels): "
                                 "wrong val_map for this run?")
-        if len(data) < np_dtype.itemsize:
+        if len(data) < decoder.size:
             raise AccuracyError(f"accuracy log {p}: entry {n} holds {len(data)} byte(s), "
                                 f"less than one {dtype} (wrong --dtype?)")
         seen.add(idx)
-        predicted = int(np.frombuffer(data[:np_dtype.itemsize], dtype=np_dtype)[0])
+        predicted = int(decoder.unpack_from(data)[0])
         if predicted == labels[idx]:
             good += 1
     return AccuracyResult(good=good, total=len(seen), sha256=hashlib.sha256(raw).hexdigest())
@@ -109,7 +111,8 @@ def write_accuracy_txt(results_dir: str | Path, val_map: str | Path, dtype: str 
     """Score `results_dir/mlperf_log_accuracy.json` and write accuracy.txt (default: next to the log)."""
     res = compute(Path(results_dir) / LOG_NAME, read_val_map(val_map), dtype)
     target = Path(out_file) if out_file else Path(results_dir) / "accuracy.txt"
-    target.write_text(res.text())
+    with atomic_write(target) as f:
+        f.write(res.text())
     res.accuracy_file = str(target)
     return res
 

@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from cm_mlperf import run_step
 
 SCRIPT = "process-mlperf-accuracy"
 
@@ -80,20 +81,40 @@ def test_missing_inputs(acc, tmp_path, val_map):
     assert acc.main(["--results-dir", str(tmp_path / "empty"), "--val-map", str(val_map)]) == 1
 
 
-def test_customize_sets_env_and_state(script_module, tmp_path, val_map):
-    cust = script_module(SCRIPT, "customize")
+def _step(script_module, env: dict) -> tuple[dict, dict]:
+    """What the engine does: customize.py's checks, then run.py's work, its env and state merged."""
+    r = script_module(SCRIPT, "customize").preprocess({"env": env, "state": {}})
+    if r["return"]:
+        return r, {}
+    try:
+        new_env, new_state = script_module(SCRIPT, "run").main(dict(env))
+    except run_step.StepError as e:
+        return {"return": 1, "error": str(e)}, {}
+    env.update(new_env)
+    return {"return": 0}, new_state
+
+
+def test_step_sets_env_and_state(script_module, tmp_path, val_map):
     _write_log(tmp_path / "run", [(0, _hex(65.0)), (1, _hex(970.0)), (2, _hex(1.0)), (3, _hex(809.0))])
     pre = tmp_path / "preprocessed"
     pre.mkdir()
     (pre / "val_map.txt").write_text(val_map.read_text())
     env = {"CM_MLPERF_ACCURACY_RESULTS_DIR": str(tmp_path / "run"), "CM_DATASET_PREPROCESSED_PATH": str(pre),
            "CM_MLPERF_ACCURACY_DTYPE": "float32"}
-    state: dict = {}
-    assert cust.preprocess({"env": env, "state": state}) == {"return": 0}
+    r, state = _step(script_module, env)
+    assert r == {"return": 0}
     assert env["CM_MLPERF_ACCURACY_TOP1"] == "75.000"
+    assert env["CM_MLPERF_ACCURACY_FILE"] == str(tmp_path / "run" / "accuracy.txt")
     assert state["mlperf_accuracy"]["good"] == 3 and state["mlperf_accuracy"]["val_map"] == str(pre / "val_map.txt")
-    # Fallback to the raw dataset's map; and a clear error without any map.
+    # Fallback to the raw dataset's map; and clear errors without any map, or with an unknown dtype.
     env = {"CM_MLPERF_OUTPUT_DIR": str(tmp_path / "run"), "CM_DATASET_IMAGENET_VAL_MAP": str(val_map)}
-    assert cust.preprocess({"env": env, "state": {}})["return"] == 0
-    r = cust.preprocess({"env": {"CM_MLPERF_ACCURACY_RESULTS_DIR": str(tmp_path / "run")}, "state": {}})
+    assert _step(script_module, env)[0]["return"] == 0
+    r, _ = _step(script_module, {"CM_MLPERF_ACCURACY_RESULTS_DIR": str(tmp_path / "run")})
     assert r["return"] == 1 and "label map" in r["error"]
+    r, _ = _step(script_module, {**env, "CM_MLPERF_ACCURACY_DTYPE": "float16"})
+    assert r["return"] == 1 and r["error"].startswith("--dtype: unknown dtype 'float16'")
+    # the log is missing: run.py's one-line error, nothing written
+    r, _ = _step(script_module, {"CM_MLPERF_OUTPUT_DIR": str(tmp_path / "empty"),
+                                 "CM_DATASET_IMAGENET_VAL_MAP": str(val_map)})
+    assert r["return"] == 1 and "accuracy log not found" in r["error"]
+    assert not (tmp_path / "empty").exists()

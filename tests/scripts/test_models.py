@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cm_mlperf import run_step
+from cm_mlperf.onnx_facts import label_offset
 from conftest import SCRIPTS_DIR, load_script_module
 
 EFFNET = "get-ml-model-efficientnet-lite0"
@@ -23,6 +25,19 @@ LIGHT_RESNET50 = Path(onnx.__file__).parent / "backend/test/data/light/light_res
 
 def _hook_input(script: str, env: dict[str, str]) -> dict:
     return {"env": env, "state": {}, "input": {}, "meta": {}, "run_script_input": {"path": str(SCRIPTS_DIR / script)}}
+
+
+def _step(script: str, env: dict[str, str]) -> dict:
+    """What the engine does: customize.py's checks, then run.py's work in the current folder, its env merged."""
+    r = load_script_module(script).preprocess(_hook_input(script, env))
+    if r["return"]:
+        return r
+    try:
+        new_env, _ = load_script_module(script, "run").main(dict(env))
+    except run_step.StepError as e:
+        return {"return": 1, "error": str(e)}
+    env.update(new_env)
+    return {"return": 0}
 
 
 def _sha256(path: Path) -> str:
@@ -118,9 +133,8 @@ def test_checkpoint_reader_rejects_truncated_file(effnet, tmp_path):
 
 def test_effnet_customize_sets_env(tmp_path, monkeypatch, effnet):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(EFFNET)
     env: dict[str, str] = {}
-    assert customize.preprocess(_hook_input(EFFNET, env)) == {"return": 0}
+    assert _step(EFFNET, env) == {"return": 0}
     model = tmp_path / "efficientnet-lite0.onnx"
     assert env["CM_ML_MODEL_FILE_WITH_PATH"] == str(model) and model.is_file()
     assert env["CM_ML_MODEL_SHA256"] == _sha256(model)
@@ -133,9 +147,8 @@ def test_effnet_customize_sets_env(tmp_path, monkeypatch, effnet):
 
 def test_effnet_customize_missing_weights(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(EFFNET)
     env = {"CM_EFFICIENTNET_LITE0_WEIGHTS_PATH": str(tmp_path / "nope.pth")}
-    r = customize.preprocess(_hook_input(EFFNET, env))
+    r = _step(EFFNET, env)
     assert r["return"] == 1 and "--weights_path" in r["error"]
 
 
@@ -216,19 +229,15 @@ def test_download_http_404_and_offline(resnet, http_root, tmp_path):
 
 def test_resnet_customize_offline_mentions_model_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(RESNET)
-    r = customize.preprocess(
-        _hook_input(RESNET, {"CM_ML_MODEL_URL": _closed_port_url(), "CM_ML_MODEL_EXPECTED_MD5": "0" * 32})
-    )
+    r = _step(RESNET, {"CM_ML_MODEL_URL": _closed_port_url(), "CM_ML_MODEL_EXPECTED_MD5": "0" * 32})
     assert r["return"] == 1 and "--model_path" in r["error"]
     assert list(tmp_path.iterdir()) == []
 
 
 def test_resnet_customize_local_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(RESNET)
     env = {"CM_ML_MODEL_PATH": str(LIGHT_RESNET50)}
-    assert customize.preprocess(_hook_input(RESNET, env)) == {"return": 0}
+    assert _step(RESNET, env) == {"return": 0}
     assert env["CM_ML_MODEL_FILE_WITH_PATH"] == str(LIGHT_RESNET50)  # used in place
     assert env["CM_ML_MODEL_SHA256"] == _sha256(LIGHT_RESNET50)
     assert (env["CM_ML_MODEL_INPUT_NAME"], env["CM_ML_MODEL_OUTPUT_NAME"]) == ("gpu_0/data_0", "gpu_0/softmax_1")
@@ -240,9 +249,8 @@ def test_resnet_customize_local_path(tmp_path, monkeypatch):
 
 def test_resnet_customize_download_via_file_url(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(RESNET)
     env = {"CM_ML_MODEL_URL": LIGHT_RESNET50.as_uri(), "CM_ML_MODEL_EXPECTED_SHA256": _sha256(LIGHT_RESNET50)}
-    assert customize.preprocess(_hook_input(RESNET, env)) == {"return": 0}
+    assert _step(RESNET, env) == {"return": 0}
     assert env["CM_ML_MODEL_FILE_WITH_PATH"] == str(tmp_path / "resnet50_v1.onnx")
 
 
@@ -276,7 +284,7 @@ def test_mlperf_style_model_facts(resnet, tmp_path):
         "softmax_tensor:0",
         1001,
     )
-    assert resnet.label_offset(facts["num_classes"]) == 1 and facts["layout"] == "NCHW"
+    assert label_offset(facts["num_classes"]) == 1 and facts["layout"] == "NCHW"
 
 
 def test_resnet_corrupt_and_missing_local_model(resnet, tmp_path):
@@ -293,9 +301,8 @@ def test_resnet_corrupt_and_missing_local_model(resnet, tmp_path):
 
 def test_custom_defaults_from_graph(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(CUSTOM)
     env = {"CM_ML_MODEL_PATH": str(LIGHT_RESNET50)}
-    assert customize.preprocess(_hook_input(CUSTOM, env)) == {"return": 0}
+    assert _step(CUSTOM, env) == {"return": 0}
     assert env["CM_ML_MODEL_NAME"] == "light_resnet50"
     assert env["CM_ML_MODEL_INPUT_NAME"] == "gpu_0/data_0" and env["CM_ML_MODEL_OUTPUT_NAME"] == "gpu_0/softmax_1"
     assert env["CM_ML_MODEL_INPUT_LAYOUT"] == "NCHW" and env["CM_ML_MODEL_PREPROCESS"] == "resnet50"
@@ -304,22 +311,20 @@ def test_custom_defaults_from_graph(tmp_path, monkeypatch):
 
 def test_custom_accepts_nc11_output(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(CUSTOM)
     env = {"CM_ML_MODEL_PATH": str(LIGHT_RESNET50.with_name("light_squeezenet.onnx"))}
-    assert customize.preprocess(_hook_input(CUSTOM, env)) == {"return": 0}
+    assert _step(CUSTOM, env) == {"return": 0}
     assert env["CM_ML_MODEL_OUTPUT_NAME"] == "softmaxout_1" and env["CM_ML_MODEL_NUM_CLASSES"] == "1000"
 
 
 def test_custom_inputs_override(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(CUSTOM)
     env = {
         "CM_ML_MODEL_PATH": str(LIGHT_RESNET50),
         "CM_ML_MODEL_CUSTOM_NAME": "my-net",
         "CM_ML_MODEL_CUSTOM_PREPROCESS": "efficientnet-lite",
         "CM_ML_MODEL_CUSTOM_LABEL_OFFSET": "1",
     }
-    assert customize.preprocess(_hook_input(CUSTOM, env)) == {"return": 0}
+    assert _step(CUSTOM, env) == {"return": 0}
     assert (env["CM_ML_MODEL_NAME"], env["CM_ML_MODEL_PREPROCESS"], env["CM_ML_MODEL_LABEL_OFFSET"]) == (
         "my-net",
         "efficientnet-lite",
@@ -340,16 +345,43 @@ def test_custom_inputs_override(tmp_path, monkeypatch):
 )
 def test_custom_errors(tmp_path, monkeypatch, env, message):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(CUSTOM)
-    r = customize.preprocess(_hook_input(CUSTOM, dict(env)))
+    r = _step(CUSTOM, dict(env))
     assert r["return"] == 1 and message in r["error"]
 
 
 def test_custom_corrupt_onnx(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    customize = load_script_module(CUSTOM)
     for i, data in enumerate([np.random.default_rng(2).bytes(4096), b"", b"not an onnx file at all"]):
         junk = tmp_path / f"junk{i}.onnx"
         junk.write_bytes(data)
-        r = customize.preprocess(_hook_input(CUSTOM, {"CM_ML_MODEL_PATH": str(junk)}))
+        r = _step(CUSTOM, {"CM_ML_MODEL_PATH": str(junk)})
         assert r["return"] == 1 and str(junk) in r["error"] and "ONNX" in r["error"], r
+
+
+def test_resnet_flags_checked_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    customize = load_script_module(RESNET)
+    for env, message in (({"CM_ML_MODEL_EXPECTED_SHA256": "abc"}, "--model_sha256 must be 64 hex digits"),
+                         ({"CM_ML_MODEL_URL": "ftp://x/m.onnx"}, "--model_url"),
+                         ({"CM_ML_MODEL_PATH": str(tmp_path / "none.onnx")}, "--model_path")):
+        r = customize.preprocess(_hook_input(RESNET, env))
+        assert r["return"] == 1 and message in r["error"], r
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- all of this project's data scripts: customize.py stays light, the work is run.py's ------------------------
+
+
+@pytest.mark.parametrize("script", [EFFNET, RESNET, CUSTOM, "get-dataset-imagenet-sample", "get-dataset-imagenet-val",
+                                    "get-preprocessed-dataset-imagenet", "process-mlperf-accuracy"])
+def test_customize_imports_nothing_heavy(script):
+    import subprocess
+    import sys
+
+    folder = SCRIPTS_DIR / script
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import customize; "
+            "print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'tvm', 'mlperf_loadgen', 'PIL') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert (folder / "run.py").is_file()
