@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import mlperf_rounds
+from cm_mlperf.loadgen_verdict import invalid_reason_in
 
 
 def parse_detail_log(path: str | Path) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -86,7 +87,7 @@ def parse_logs(output_dir: str | Path, round_name: str = mlperf_rounds.DEFAULT_R
     return {
         "scenario": scenario,
         "mode": mode,
-        "invalid_reason": invalid_reason(out) if mode == "performance" and validity != "VALID" else None,
+        "invalid_reason": invalid_reason_in(out) if mode == "performance" and validity != "VALID" else None,
         "result": value,
         "result_unit": unit,
         "result_key": result_key,
@@ -107,51 +108,6 @@ def parse_logs(output_dir: str | Path, round_name: str = mlperf_rounds.DEFAULT_R
         "loadgen_warnings": warnings,
         "output_dir": str(out),
     }
-
-
-# LoadGen's checks of a performance run, as the detail log and the summary name them
-_CHECKS = (
-    ("result_min_duration_met", "Min duration satisfied", "min duration not met"),
-    ("result_min_queries_met", "Min queries satisfied", "min query count not met"),
-    ("early_stopping_met", "Early stopping satisfied", "early stopping not met"),
-    ("result_perf_constraints_met", "Performance constraints satisfied", "latency constraint not met"),
-)
-
-
-def _summary_bullets(text: str, heading: str) -> list[str]:
-    """The ' * ...' lines under a heading of mlperf_log_summary.txt ('Recommendations:', 'Early Stopping Result:')."""
-    lines = text.splitlines()
-    out: list[str] = []
-    for k, line in enumerate(lines):
-        if line.strip() == heading:
-            for follow in lines[k + 1:]:
-                if not follow.strip().startswith("*"):
-                    break
-                out.append(follow.strip().lstrip("*").strip())
-            break
-    return out
-
-
-def invalid_reason(output_dir: str | Path) -> str:
-    """Why LoadGen called a performance run INVALID, in one line: the checks that failed, LoadGen's own
-    recommendation and, when early stopping failed, its verdict (e.g. the number of queries it needs)."""
-    out = Path(output_dir)
-    detail, _, _ = parse_detail_log(out / "mlperf_log_detail.txt")
-    summary_path = out / "mlperf_log_summary.txt"
-    summary_text = summary_path.read_text(errors="replace") if summary_path.is_file() else ""
-    summary = parse_summary_log(summary_path) if summary_text else {}
-    failed = [what for key, name, what in _CHECKS if _yes(detail.get(key, summary.get(name))) is False]
-    parts = [", ".join(failed)] if failed else []
-    advice = str(detail.get("result_invalid_reason") or "").strip() or " ".join(
-        _summary_bullets(summary_text, "Recommendations:"))
-    if advice:
-        parts.append(f"LoadGen: {advice.rstrip('.')}")
-    if "early stopping not met" in failed:
-        early = _summary_bullets(summary_text, "Early Stopping Result:") or [
-            b.strip() for b in str(detail.get("early_stopping_result") or "").split("*") if b.strip()]
-        if early:
-            parts.append("early stopping: " + "; ".join(e.rstrip(".") for e in early))
-    return "; ".join(parts) or "see mlperf_log_summary.txt"
 
 
 def accuracy_log_indices(path: str | Path) -> set[int]:

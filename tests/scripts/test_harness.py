@@ -458,3 +458,16 @@ def test_tvm_backend_matches_onnxruntime_and_runs(backends, sut_mod, script_modu
     assert r["backend"] == "tvm" and r["valid"] and r["batch_size"] == batch and r["qsl_size"] == 10
     res = acc.write_accuracy_txt(out, tiny["data"] / "val_map.txt")
     assert res.line() == "accuracy=90.000%, good=9, total=10"
+
+
+def test_invalid_reason_when_only_early_stopping_fails():
+    """The issue's case: duration and query count met, early stopping not: the reason must not read as 'all met'."""
+    from cm_mlperf.loadgen_verdict import invalid_reason
+
+    summary = ("Result is : INVALID\n  Min duration satisfied : Yes\n  Min queries satisfied : Yes\n"
+               "  Early stopping satisfied: NO\nRecommendations:\nEarly Stopping Result:\n"
+               " * Only processed 50 queries.\n * Need to process at least 64 queries for early stopping.\n\n")
+    reason = invalid_reason({"result_validity": "INVALID", "result_min_duration_met": True,
+                             "result_min_queries_met": True, "early_stopping_met": False}, summary)
+    assert reason == ("early stopping not met; early stopping: Only processed 50 queries; "
+                      "Need to process at least 64 queries for early stopping")
