@@ -260,7 +260,8 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
     inputs = inputs or {}
     version_spec = version_spec or {}
     state = state if state is not None else {}
-    script = ctx.index.find_one(tags, artifact, variations, quiet=ctx.quiet,
+    caller_repo = os.path.dirname(os.path.dirname(ctx.stack[-1].partition("|")[0])) if ctx.stack else ""
+    script = ctx.index.find_one(tags, artifact, variations, quiet=ctx.quiet, prefer_repo=caller_repo,
                                 has_cache=lambda s: any(e.alias == s.alias for e in ctx.cache.find([], variations)))
     if depth == 0 and script.strict:  # inputs reach the script the user runs: check them before anything runs
         variations = inputslib.select_variations(script.meta, script.alias, variations, inputs)

@@ -7,8 +7,10 @@ the scripts a run uses. Each command lists the `script/` folders and stats one m
 index. So with MLCommons' 286 scripts registered beside ours, a cached run reads no YAML at all.
 
 Selection when several scripts match (CM's rules): keep those that have every requested variation; a tag
-equal to an alias decides; prefer scripts with a cache entry for the request; order by `sort` then path;
-take the first under `--quiet`, else stop listing them (we never prompt).
+equal to an alias decides; a dependency prefers scripts of its caller's repository (our detect-os for our
+scripts, MLCommons' for theirs); prefer scripts with a cache entry for the request; order by `sort`, then
+the repository's place in repos.json, then path; take the first under `--quiet`, else stop listing them
+(we never prompt).
 """
 from __future__ import annotations
 
@@ -147,11 +149,17 @@ class ScriptIndex:
         return [s for s in self.scripts if wanted.issubset(s.tags)]
 
     def find_by_artifact(self, artifact: str) -> list[ScriptMeta]:
-        name = artifact.split(":")[-1]  # "repo:alias" is accepted; the repo part only narrows in CM
-        return [s for s in self.scripts if name in (s.alias, s.uid) or f"{s.alias},{s.uid}" == name]
+        """`alias`, `uid`, `alias,uid`, or any of them after `<repo alias>:` (that repository only)."""
+        repo, _, name = artifact.rpartition(":")
+        found = [s for s in self.scripts if name in (s.alias, s.uid) or f"{s.alias},{s.uid}" == name]
+        if repo:
+            folders = {p for p in self.repo_paths if repo in (_repo_alias(p), os.path.basename(p))}
+            found = [s for s in found if os.path.dirname(os.path.dirname(s.path)) in folders]
+        return found
 
     def find_one(self, tags: list[str], artifact: str = "", variations: list[str] | None = None,
-                 quiet: bool = False, has_cache: Callable[[ScriptMeta], bool] | None = None) -> ScriptMeta:
+                 quiet: bool = False, has_cache: Callable[[ScriptMeta], bool] | None = None,
+                 prefer_repo: str = "") -> ScriptMeta:
         """Exactly one script (CM's selection rules, see the module doc) or a ScriptError that says what to do."""
         if artifact:
             found = self.find_by_artifact(artifact)
@@ -176,10 +184,14 @@ class ScriptIndex:
             exact = [s for s in found if s.alias in tags]  # a tag equal to an alias resolves the tie
             if len(exact) == 1:
                 return exact[0]
+        if len(found) > 1 and prefer_repo:  # a dependency resolves in its caller's collection first
+            own = [s for s in found if os.path.dirname(os.path.dirname(s.path)) == prefer_repo]
+            found = own or found
         if len(found) > 1 and has_cache is not None:
             cached = [s for s in found if has_cache(s)]
             found = cached or found
-        found = sorted(found, key=lambda s: (s.sort, s.path))
+        order = {repo: n for n, repo in enumerate(self.repo_paths)}
+        found = sorted(found, key=lambda s: (s.sort, order.get(os.path.dirname(os.path.dirname(s.path)), 0), s.path))
         if len(found) > 1 and not quiet:
             choices = "; ".join(f"{s.alias} (tags: {','.join(s.tags)})" for s in found)
             raise ScriptError(
@@ -188,6 +200,17 @@ class ScriptIndex:
                 "or add --quiet to take the first by `sort` and path"
             )
         return found[0]
+
+
+def _repo_alias(repo: str) -> str:
+    """The alias in a repository's cmr.yaml (read only when a request names a repository)."""
+    import yaml
+
+    try:
+        with open(os.path.join(repo, "cmr.yaml"), encoding="utf-8") as f:
+            return str((yaml.safe_load(f) or {}).get("alias", ""))
+    except (OSError, yaml.YAMLError):
+        return ""
 
 
 def has_variation(meta: dict, name: str) -> bool:

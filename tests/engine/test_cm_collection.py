@@ -79,6 +79,10 @@ def test_our_engine_runs_for_both_collections(mlc_repo, tmp_path, order):
     assert hello.returncode == 0, hello.stderr
     assert "* print-hello-world" in hello.stdout  # our reporter's line: CM's engine logs "INFO:root:" lines
     assert "CM_ENV_TEST1 = TEST1" in hello.stdout
+    # both collections define detect-os: ours comes first; MLCommons' is reached by naming its repository
+    theirs = _cm(home, "run", "script", "mlcommons@cm4mlops:detect-os", "-j", cwd=tmp_path)
+    assert theirs.returncode == 0, theirs.stderr
+    assert "+CM_HOST_OS_DEFAULT_LIBRARY_PATH" in json.loads(theirs.stdout)["new_env"]  # only theirs has it
 
 
 @needs_collection
@@ -150,9 +154,11 @@ def _compare(tags: str, mlc_repo: Path, tmp_path: Path, monkeypatch, cache: Path
     monkeypatch.chdir(tmp_path)
     extra = dict(_requests())[tags]
     i = {"action": "run", "automation": "script", "tags": tags, "quiet": True, "silent": True, **extra}
-    first = api.run(dict(i), repo_paths=[str(REPO_ROOT), str(mlc_repo)], cache_root=str(cache))
+    # MLCommons' collection first: where both define a script (detect-os), theirs is the one compared
+    repos = [str(mlc_repo), str(REPO_ROOT)]
+    first = api.run(dict(i), repo_paths=repos, cache_root=str(cache))
     assert first["return"] == 0, first.get("error")
-    result = api.run(dict(i), repo_paths=[str(REPO_ROOT), str(mlc_repo)], cache_root=str(cache))  # cached
+    result = api.run(dict(i), repo_paths=repos, cache_root=str(cache))  # cached
     assert result["return"] == 0, result.get("error")
     assert sorted(result["new_env"]) == sorted(expected["new_env"])
     assert sorted(result["new_state"]) == sorted(expected["new_state"])
