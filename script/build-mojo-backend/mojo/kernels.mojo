@@ -15,6 +15,8 @@ comptime FPtr = Pointer[Float32, MutUntrackedOrigin]
 # register tile of the dense convolution: R output pixels x NV vectors of output channels
 comptime NV = 4 if VW >= 16 else 2
 comptime R = 6 if VW >= 16 else 4
+# bytes of one output-channel block's weights above which the dense convolution walks rows first
+comptime BIG_WEIGHT_BLOCK = 65536
 comptime ACT_NONE = 0
 comptime ACT_RELU = 1
 comptime ACT_CLIP = 2
@@ -111,12 +113,16 @@ def conv2d(
     kh_n: Int, kw_n: Int, sh: Int, sw: Int, pt: Int, pl: Int,
     act: Int, lo: Float32, hi: Float32, tid: Int, nthreads: Int,
 ):
-    """Dense (group=1) convolution, weights [KH, KW, C_in, CO_pad]. Items: output rows x blocks of NV vectors."""
+    """Dense (group=1) convolution, weights [KH, KW, C_in, CO_pad]. Items: output rows x blocks of NV vectors
+    of output channels. Small weight blocks: blocks fastest (one input row feeds every block from L1); large
+    ones (ResNet's 256-2048 channels): rows fastest, so consecutive items reuse one block's weights from L2."""
     var blocks = (co_pad + NV * VW - 1) // (NV * VW)
-    var span = split(batch * oh_n * blocks, tid, nthreads)
+    var rows = batch * oh_n
+    var rows_fastest = kh_n * kw_n * c_in * NV * VW * 4 > BIG_WEIGHT_BLOCK
+    var span = split(rows * blocks, tid, nthreads)
     for item in range(span[0], span[1]):
-        var row = item // blocks
-        var co0 = (item % blocks) * NV * VW
+        var row = item % rows if rows_fastest else item // blocks
+        var co0 = (item // rows if rows_fastest else item % blocks) * NV * VW
         var n = row // oh_n
         var oh = row % oh_n
         var full = (co_pad - co0) >= NV * VW
