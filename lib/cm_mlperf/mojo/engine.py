@@ -96,6 +96,8 @@ class MojoEngine:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Forward a float32 NCHW batch of any size; returns the graph output per sample."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.shape[0] == 0:
+            return np.zeros((0, *self.plan.output_shape), np.float32)
         if tuple(batch.shape[1:]) != self.plan.input_shape:
             raise ValueError(f"input shape {tuple(batch.shape[1:])} per sample, the model takes "
                              f"{self.plan.input_shape}")

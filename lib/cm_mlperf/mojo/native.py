@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import loadgen_verdict
 from ..submission import loadgen_logs, rules
 from .plan import Plan, build_plan
 
@@ -254,9 +255,7 @@ def finish(st: NativeState, wall_s: float) -> dict[str, Any]:
         result.update({"validity": "VALID" if complete else "INVALID", "valid": complete,
                        "accuracy_samples_logged": len(seen)})
     elif not result["valid"]:
-        result["invalid_reason"] = "; ".join(f"{k} : NO" for k in ("Min duration satisfied", "Min queries satisfied",
-                                                                   "Early stopping satisfied")
-                                             if summary.get(k, "").lower() == "no") or None
+        result["invalid_reason"] = loadgen_verdict.invalid_reason_in(out) or None
     (out / RESULT_FILE).write_text(json.dumps(result, indent=2))
     shown = f"{value:.3f} {unit}" if value is not None else f"{st.samples_done} samples answered"
     print(f"[mojo-native] MLPerf {s.scenario} {s.mode}: {shown} {result['validity']} ({wall_s:.1f} s)", flush=True)
