@@ -180,16 +180,16 @@ def _worker_pool(n_workers: int) -> Iterator[ProcessPoolExecutor]:
     try:
         yield executor
     except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
         terminate = getattr(executor, "terminate_workers", None)  # Python >= 3.14
         if terminate is not None:
             terminate()
-        else:
+        else:  # before shutdown(), which forgets the processes
             processes = list((getattr(executor, "_processes", None) or {}).values())
             for process in processes:
                 process.terminate()
             for process in processes:
                 process.join(timeout=5)
+        executor.shutdown(wait=False, cancel_futures=True)
         raise
     executor.shutdown(wait=True)
 

@@ -382,7 +382,7 @@ def _alive(pid: int) -> bool:
 _PARENT = ("import subprocess, sys\n"
            "child = subprocess.Popen([sys.executable, sys.argv[1]], cwd=sys.argv[2])\n"
            "print(child.pid, flush=True)\n"
-           "child.wait()\n")
+           "sys.exit(child.wait())\n")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dying with the parent is Linux's prctl")
@@ -405,10 +405,10 @@ def test_interrupted_harness_stops_and_leaves_no_result(tiny, tmp_path, how):
             parent.kill()  # cm killed: Linux sends the harness SIGTERM (run_step.die_with_parent)
         else:
             os.kill(harness_pid, signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
-        _wait_for(lambda: not _alive(harness_pid), 5, "the harness to stop")
-        assert time.monotonic() - stopped < 5
+        _wait_for(lambda: not _alive(harness_pid), 2, "the harness to stop")  # not at the end of its 60 s
+        assert time.monotonic() - stopped < 2
         if how != "parent SIGKILL":
-            assert parent.wait(5) == 0  # the parent reaped it
+            assert parent.wait(5) == (143 if how == "SIGTERM" else 130)  # 128 + the signal's number
     finally:
         for pid in (parent.pid,):
             if parent.poll() is None:
