@@ -72,9 +72,8 @@ def test_user_conf_text():
 # ------------------------------------------------------------------------------------------------ end to end
 
 
-def _cm(home: Path, cwd: Path, *args: str, extra_env: dict[str, str] | None = None) -> dict:
+def _cm(home: Path, cwd: Path, *args: str) -> dict:
     env = cm_env(home)
-    env.update(extra_env or {})
     proc = subprocess.run(["cm", "run", "script", *args, "--quiet", "--out=json"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,10 +100,7 @@ def _results(out: dict) -> dict:
 @pytest.mark.parametrize("scenario", ["offline", "singlestream", "multistream", "server"])
 def test_run_mlperf_inference_mojo_all_scenarios(cm_home, tmp_path, scenario):
     """The default benchmark with the mojo backend, both modes, every scenario; top-1 the same as onnxruntime."""
-    built = _cm(cm_home, tmp_path, "--tags=build,mojo-backend")
-    # the library path reaches the harness through its process env (the run step's env)
-    env = {"CM_MOJO_BACKEND_LIB": built["new_env"]["CM_MOJO_BACKEND_LIB"]}
-    out = _results(_cm(cm_home, tmp_path, f"--tags=run-mlperf,inference,_mojo,_{scenario}", extra_env=env))
+    out = _results(_cm(cm_home, tmp_path, f"--tags=run-mlperf,inference,_mojo,_{scenario}"))
     assert out["framework"].startswith("mojo ") and "our kernels" in out["framework"]
     assert out["result"] and out["result"] > 0
     ort = _results(_cm(cm_home, tmp_path, f"--tags=run-mlperf,inference,_onnxruntime,_{scenario}",
@@ -144,3 +140,26 @@ def test_challenge_readme_names_the_commands():
     for cmd in ("--tags=run-mlperf,inference,_mojo", "_mojo-native", "generate,mlperf,inference,submission"):
         assert cmd in text
     assert shutil.which("cm") is not None
+
+
+def test_get_mojo_without_toolchain_and_install_no(monkeypatch, script_module):
+    run = script_module("get-mojo", "run")
+    monkeypatch.setattr(toolchain, "find_mojo", lambda: "")
+    monkeypatch.setattr(toolchain, "install_mojo", lambda: pytest.fail("must not install with --install=no"))
+    from cm_mlperf import run_step
+
+    with pytest.raises(run_step.StepError, match="--install=no: pip install"):
+        run.main({"CM_MOJO_INSTALL": "no"})
+
+
+def test_get_mojo_installs_when_missing(monkeypatch, script_module, tmp_path):
+    """Missing toolchain: pip install is called, then the driver found is the one reported."""
+    run = script_module("get-mojo", "run")
+    fake = tmp_path / "mojo"
+    fake.write_text("#!/bin/sh\necho 'Mojo 1.2.0 (2016d0cd)'\n")
+    fake.chmod(0o755)
+    installed = []
+    monkeypatch.setattr(toolchain, "find_mojo", lambda: str(fake) if installed else "")
+    monkeypatch.setattr(toolchain, "install_mojo", lambda: installed.append(True))
+    env, _ = run.main({"CM_MOJO_INSTALL": "yes"})
+    assert installed and env["CM_MOJO_BIN"] == str(fake) and env["CM_MOJO_VERSION"] == "1.2.0"
