@@ -61,7 +61,7 @@ def test_find_performance_feeds_the_next_valid_run(home, tmp_path):
     assert valid.returncode == 0, valid.stderr[-3000:]
     assert "from the find-performance run" in valid.stdout
     env = summary_of(valid.stdout)["env"]
-    assert float(env["CM_MLPERF_LOADGEN_TARGET_QPS"]) == pytest.approx(estimate["samples_per_second"])
+    assert float(env["CM_MLPERF_LOADGEN_QPS_ESTIMATE"]) == pytest.approx(estimate["samples_per_second"])
 
 
 def test_invalid_valid_run_exits_non_zero_with_loadgens_reason(home, tmp_path):

@@ -41,6 +41,11 @@ OFFLINE_QPS_HEADROOM = 1.1
 SERVER_QPS_FRACTION = 0.75
 
 
+def _warmup_budget(s: HarnessSettings) -> float:
+    """Seconds of warm-up measurement: longer before a long run, where a wrong target costs a whole run."""
+    return 5.0 if (s.min_duration_ms is None or s.min_duration_ms >= 60_000) else 1.0
+
+
 def _resolve_batch_size(s: HarnessSettings, backend: Any, samples_per_query: int) -> int:
     if s.batch_size:
         return s.batch_size
@@ -133,10 +138,17 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
     exact_latency_ns = None
     if s.mode == "performance":
         if s.scenario in ("Offline", "Server") and not s.target_qps:
-            measured = measure(backend, qsl, batch_size)
-            factor = OFFLINE_QPS_HEADROOM if s.scenario == "Offline" else SERVER_QPS_FRACTION
-            s.target_qps = round(measured["samples_per_second"] * factor, 3)
-            print(f"[harness] warm-up: {measured['samples_per_second']:.1f} samples/s at batch {batch_size} "
+            measured = measure(backend, qsl, batch_size, budget_s=_warmup_budget(s))
+            if s.scenario == "Offline":
+                # an underestimate ends the one query early (INVALID), an overestimate only lengthens the run
+                rate = max(measured["samples_per_second_fast"], s.qps_estimate or 0.0)
+                s.target_qps = round(rate * OFFLINE_QPS_HEADROOM, 3)
+            else:
+                rate = measured["samples_per_second"]
+                s.target_qps = round(rate * SERVER_QPS_FRACTION, 3)
+            estimate = f", find-performance {s.qps_estimate:.1f}" if s.qps_estimate else ""
+            print(f"[harness] warm-up: {measured['samples_per_second']:.1f} samples/s median, "
+                  f"{measured['samples_per_second_fast']:.1f} fast quartile at batch {batch_size}{estimate} "
                   f"-> target_qps {s.target_qps}")
         elif s.scenario in ("SingleStream", "MultiStream") and not s.target_latency_ms:
             measured = measure(backend, qsl, 1 if s.scenario == "SingleStream" else spq)

@@ -27,6 +27,7 @@ class HarnessSettings:
     output_dir: str = ""
     count: int = 0  # QSL size: first `count` samples of the dataset (0: all)
     target_qps: float | None = None
+    qps_estimate: float | None = None  # samples/s from a find-performance run: a floor for Offline's target_qps
     target_latency_ms: float | None = None
     min_duration_ms: int | None = None
     min_query_count: int | None = None
@@ -132,6 +133,7 @@ def settings_from_env(env: dict[str, str]) -> HarnessSettings:
         output_dir=env.get("CM_MLPERF_OUTPUT_DIR", ""),
         count=_num(env, "CM_MLPERF_LOADGEN_COUNT", int) or 0,
         target_qps=_num(env, "CM_MLPERF_LOADGEN_TARGET_QPS"),
+        qps_estimate=_num(env, "CM_MLPERF_LOADGEN_QPS_ESTIMATE"),
         target_latency_ms=_num(env, "CM_MLPERF_LOADGEN_TARGET_LATENCY"),
         min_duration_ms=_num(env, "CM_MLPERF_LOADGEN_MIN_DURATION", int),
         min_query_count=_num(env, "CM_MLPERF_LOADGEN_MIN_QUERY_COUNT", int),

@@ -55,9 +55,24 @@ def test_preprocess_rejects_bad_settings(app, tmp_path, key, value, message):
 ])
 def test_offline_sample_minimum_follows_the_rules(app, tmp_path, round_name, division, scenario, expected):
     env = base_env(tmp_path, CM_MLPERF_ROUND=round_name, CM_MLPERF_DIVISION=division,
-                   CM_MLPERF_LOADGEN_SCENARIO=scenario)
+                   CM_MLPERF_LOADGEN_SCENARIO=scenario, CM_MLPERF_EXECUTION_MODE="valid")
     assert app.preprocess({"env": env, "state": {}})["return"] == 0
     assert env.get("CM_MLPERF_LOADGEN_MIN_QUERY_COUNT") == expected
+
+
+@pytest.mark.parametrize("mode,scenario,duration,queries,quick", [
+    ("test", "Offline", "1000", "8", "yes"),
+    ("test", "SingleStream", "1000", "64", "yes"),  # early stopping's minimum: a test run can be VALID
+    ("fast", "Offline", "10000", "1", "yes"),
+    ("valid", "SingleStream", None, None, "no"),  # the round's mlperf.conf decides
+])
+def test_execution_modes_set_loadgen_minimums(app, tmp_path, mode, scenario, duration, queries, quick):
+    env = base_env(tmp_path, CM_MLPERF_EXECUTION_MODE=mode, CM_MLPERF_LOADGEN_SCENARIO=scenario)
+    assert app.preprocess({"env": env, "state": {}})["return"] == 0
+    assert env.get("CM_MLPERF_LOADGEN_MIN_DURATION") == duration
+    assert env.get("CM_MLPERF_LOADGEN_MIN_QUERY_COUNT") == queries
+    assert env["CM_MLPERF_QUICK_RUN"] == quick
+    assert (tmp_path / "results" / "run-001" / "INCOMPLETE").is_file()  # until postprocess has written the summary
 
 
 def test_postprocess_reports_table_and_state(app, tmp_path, capsys):
