@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
 import importlib.util
 import os
 import statistics
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     host = host_facts()
     threads = args.threads or int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts: set before any TVM call
+    # TVM_NUM_THREADS and TVM_THREAD_POOL_SPIN_COUNT (what compile-tvm-model hands the harness), before any TVM call
+    importlib.import_module("cm_mlperf.tvm.runtime").configure_runtime(threads)
     import onnxruntime as ort
     import tvm
     from cm_mlperf.tvm import compile as tc

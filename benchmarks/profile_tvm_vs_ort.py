@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
     host = host_facts()
     threads = args.threads or int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1
-    os.environ["TVM_NUM_THREADS"] = str(threads)
+    # TVM_NUM_THREADS and TVM_THREAD_POOL_SPIN_COUNT (what compile-tvm-model hands the harness), before any TVM call
+    importlib.import_module("cm_mlperf.tvm.runtime").configure_runtime(threads)
     mcpu = host["CM_HOST_CPU_LLVM_MCPU"] or "x86-64"
     from cm_mlperf.tvm import compile as tc
     from cm_mlperf.tvm import frontend

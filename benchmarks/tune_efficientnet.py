@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     host = host_facts()
     threads = args.threads or int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts: set before any TVM call
+    # TVM_NUM_THREADS and TVM_THREAD_POOL_SPIN_COUNT (what compile-tvm-model hands the harness), before any TVM call
+    importlib.import_module("cm_mlperf.tvm.runtime").configure_runtime(threads)
     mcpu = args.mcpu or host["CM_HOST_CPU_LLVM_MCPU"] or "x86-64"
     if args.compare_builders:
         return compare_builders(threads, mcpu)

@@ -16,6 +16,7 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     try:
         env_int(env, "CM_TVM_BATCH_SIZE", 1, "--batch_size", minimum=1)
         env_int(env, "CM_TVM_NUM_THREADS", 1, "--threads", minimum=1)
+        env_int(env, "CM_TVM_THREAD_POOL_SPIN_COUNT", 0, "--thread_spin", minimum=0)
         float(env.get("CM_TVM_VERIFY_RTOL", "") or "1e-3")
     except StepError as e:
         return {"return": 1, "error": str(e)}

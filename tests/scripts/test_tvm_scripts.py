@@ -308,12 +308,26 @@ def test_compile_batch1_via_customize(compiled_b1):
     target = json.loads(env["CM_TVM_TARGET"])
     assert target["kind"] == "llvm" and target["num-cores"] == 1 and target["mcpu"]
     assert float(env["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
+    assert env["TVM_THREAD_POOL_SPIN_COUNT"] == "0"  # for the harness process: TVM's idle workers sleep at once
     info = json.loads((run_dir / "compile-info.json").read_text())
     assert info["library"] == "model-tiny-b1.so" and info["pipeline"] == "default" and info["batch_size"] == 1
     assert info["verification"]["passed"] is True
     labels = {c["input"] for c in info["verification"]["checks"]}
     assert any("random" in label for label in labels) and any("preprocessed" in label for label in labels)
     assert str(run_dir) not in (run_dir / "compile-info.json").read_text()  # no absolute paths in the file
+
+
+def test_thread_spin_setting(script_module):
+    from cm_mlperf.tvm import steps
+
+    assert steps.runtime_spin_env({"CM_TVM_THREAD_POOL_SPIN_COUNT": "300000"}) == {
+        "TVM_THREAD_POOL_SPIN_COUNT": "300000"}
+    with pytest.raises(steps.StepError, match="--thread_spin=lots: give a whole number"):
+        steps.runtime_spin_env({"CM_TVM_THREAD_POOL_SPIN_COUNT": "lots"})
+    customize = script_module("compile-tvm-model", "customize")
+    r = customize.preprocess(_i("compile-tvm-model", {"CM_ML_MODEL_FILE_WITH_PATH": "m.onnx",
+                                                      "CM_TVM_THREAD_POOL_SPIN_COUNT": "-1"}))
+    assert r["return"] == 1 and "--thread_spin" in r["error"]
 
 
 def test_compile_batch4_rewrites_reshape(tiny, tvm_frontend, tvm_compile_model, host_mcpu, tmp_path):

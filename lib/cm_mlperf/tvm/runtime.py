@@ -9,6 +9,28 @@ import numpy as np
 
 from cm_mlperf.tvm.errors import TVMCompileError
 
+# TVM's thread pool: after each parallel kernel its workers spin (sched_yield loops) before they sleep. On a shared
+# 2-core machine that spinning takes the core the next kernel's other half, or another process, needs: measured on
+# EfficientNet-Lite0 (tuned, 2 threads, load 8-9 on 2 cores) 12-18 samples/s with the default or any spin count from
+# 1,000 to 100,000, and 31-54 with 0 (docs/benchmarks.md). Both are read when the pool starts (the first kernel).
+SPIN_COUNT_ENV = "TVM_THREAD_POOL_SPIN_COUNT"
+DEFAULT_SPIN_COUNT = "0"
+
+
+def runtime_env(threads: int | None = None, spin_count: str | int | None = None) -> dict[str, str]:
+    """The environment TVM's runtime should start with: TVM_NUM_THREADS and TVM_THREAD_POOL_SPIN_COUNT."""
+    env = {SPIN_COUNT_ENV: str(DEFAULT_SPIN_COUNT if spin_count in (None, "") else int(spin_count))}
+    if threads:
+        env["TVM_NUM_THREADS"] = str(int(threads))
+    return env
+
+
+def configure_runtime(threads: int | None = None, spin_count: str | int | None = None) -> dict[str, str]:
+    """Set runtime_env() in os.environ (a spin count already set there wins); call before TVM runs a kernel."""
+    env = runtime_env(threads, spin_count if spin_count not in (None, "") else os.environ.get(SPIN_COUNT_ENV))
+    os.environ.update(env)
+    return env
+
 
 def load_vm(so_path: str | os.PathLike[str]) -> Any:
     """Load a compiled library into a Relax VirtualMachine on the CPU."""

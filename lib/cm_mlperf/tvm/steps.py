@@ -135,7 +135,21 @@ def compile_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, 
         "CM_TVM_TUNING_DB_USED": used,
         "CM_TVM_TUNING_DB_SOURCE": db_env["CM_TVM_TUNING_DB_SOURCE"],
         "CM_TVM_FRAMEWORK": framework,
+        # for the process that runs the library (the harness): TVM reads it when its thread pool starts
+        **runtime_spin_env(env),
     }, {}
+
+
+def runtime_spin_env(env: Mapping[str, str]) -> dict[str, str]:
+    """TVM_THREAD_POOL_SPIN_COUNT from --thread_spin (CM_TVM_THREAD_POOL_SPIN_COUNT; default 0: workers sleep at
+    once, see cm_mlperf.tvm.runtime)."""
+    from cm_mlperf.tvm import runtime as tvm_runtime
+
+    raw = (env.get("CM_TVM_THREAD_POOL_SPIN_COUNT", "") or tvm_runtime.DEFAULT_SPIN_COUNT).strip()
+    if not raw.isdigit():
+        raise StepError(f"--thread_spin={raw}: give a whole number of spins (0: TVM's idle worker threads sleep at "
+                        f"once, best on a shared machine; TVM's own default spins a while)")
+    return {tvm_runtime.SPIN_COUNT_ENV: tvm_runtime.runtime_env(spin_count=raw)[tvm_runtime.SPIN_COUNT_ENV]}
 
 
 def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:

@@ -23,6 +23,7 @@ from typing import Any
 from cm_mlperf.tvm import databases as tvm_databases
 from cm_mlperf.tvm import errors as tvm_errors
 from cm_mlperf.tvm import frontend as tvm_frontend
+from cm_mlperf.tvm import runtime as tvm_runtime
 from cm_mlperf.tvm import target as tvm_target
 from cm_mlperf.tvm import tune_builders as tvm_tune_builders
 from cm_mlperf.tvm.tune_progress import TuningProgress
@@ -262,10 +263,11 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
                               bar=progress_bar)
     builder_obj = None
     tune_s = 0.0
-    old_threads = os.environ.get("TVM_NUM_THREADS")
+    old_env = {k: os.environ.get(k) for k in ("TVM_NUM_THREADS", tvm_runtime.SPIN_COUNT_ENV)}
     try:
-        # the runner's worker process measures the candidates with this many threads
-        os.environ["TVM_NUM_THREADS"] = str(int(num_cores))
+        # the runner's worker process measures the candidates with this many threads, and with the thread pool
+        # settings the compiled model runs with (cm_mlperf.tvm.runtime)
+        tvm_runtime.configure_runtime(int(num_cores))
         if not tasks:
             log("nothing to tune: the model has no TIR functions for MetaSchedule; the database stays as it is")
         else:
@@ -303,10 +305,11 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
     finally:
         progress.close()
         tvm_tune_builders.close_builder(builder_obj)
-        if old_threads is None:
-            os.environ.pop("TVM_NUM_THREADS", None)
-        else:
-            os.environ["TVM_NUM_THREADS"] = old_threads
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     per_task = progress.summary()
     for task, row in zip(tasks, per_task, strict=True):
