@@ -24,7 +24,9 @@ from .plan import CTRL_SLOTS, OPW, Plan, build_plan
 LIB_NAME = "libmlperf_mojo.so"
 ABI_VERSION = 1
 # control block slots (engine.mojo)
-C_NTHREADS, C_PLAN, C_NOPS, C_TABLE, C_FPARAMS, C_BATCH = 40, 41, 42, 43, 44, 45
+C_NTHREADS, C_PLAN, C_NOPS, C_TABLE, C_FPARAMS, C_BATCH, C_CHUNKS, C_COUNTERS = 40, 41, 42, 43, 44, 45, 47, 56
+# each operator is cut into this many chunks per thread, claimed by whichever thread is free
+CHUNKS_PER_THREAD = 4
 
 _LIBS: dict[str, ctypes.CDLL] = {}
 _LIBS_LOCK = threading.Lock()
@@ -57,6 +59,21 @@ def load_library(path: str | os.PathLike) -> ctypes.CDLL:
         return lib
 
 
+def make_control(plan: Plan, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """The control block of an engine (engine.mojo) and its per-operator counters: keep both alive with it."""
+    ctrl = np.zeros(CTRL_SLOTS, np.int64)
+    counters = np.zeros(max(1, plan.nops) * 16, np.int64)
+    ctrl[C_NTHREADS] = threads
+    ctrl[C_PLAN] = plan.ops.ctypes.data
+    ctrl[C_NOPS] = plan.nops
+    ctrl[C_TABLE] = plan.table.ctypes.data
+    ctrl[C_FPARAMS] = plan.fparams.ctypes.data
+    ctrl[C_BATCH] = 1
+    ctrl[C_CHUNKS] = CHUNKS_PER_THREAD * threads if threads > 1 else 1
+    ctrl[C_COUNTERS] = counters.ctypes.data
+    return ctrl, counters
+
+
 class MojoEngine:
     def __init__(self, lib_path: str | os.PathLike, model: str | os.PathLike | Plan, max_batch: int = 1,
                  threads: int = 0, input_name: str = "", output_name: str = "") -> None:
@@ -64,12 +81,7 @@ class MojoEngine:
         self.plan = model if isinstance(model, Plan) else build_plan(model, max_batch, input_name, output_name)
         self.threads = max(1, threads or os.cpu_count() or 1)
         self._lock = threading.Lock()
-        self._ctrl = np.zeros(CTRL_SLOTS, np.int64)
-        self._ctrl[C_NTHREADS] = self.threads
-        self._ctrl[C_PLAN] = self.plan.ops.ctypes.data
-        self._ctrl[C_NOPS] = self.plan.nops
-        self._ctrl[C_TABLE] = self.plan.table.ctypes.data
-        self._ctrl[C_FPARAMS] = self.plan.fparams.ctypes.data
+        self._ctrl, self._counters = make_control(self.plan, self.threads)
         self._started = False
         if self.threads > 1:
             rc = self.lib.mm_start(self._ctrl.ctypes.data)

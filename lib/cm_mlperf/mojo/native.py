@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import loadgen_verdict
 from ..submission import loadgen_logs, rules
+from .engine import make_control
 from .plan import Plan, build_plan
 
 SETTINGS_FILE = "native_settings.json"
@@ -30,9 +31,6 @@ MODEL_KEY = "resnet50"  # LoadGen's key for image classification (EfficientNet i
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 OFFLINE_QPS_HEADROOM = 1.1  # target_qps above the warm-up figure: the Offline query must outlast min_duration
 SERVER_QPS_FRACTION = 0.75  # Server starts below the warm-up throughput so latencies stay bounded
-# control block slots (engine.mojo)
-C_NTHREADS, C_PLAN, C_NOPS, C_TABLE, C_FPARAMS, C_BATCH = 40, 41, 42, 43, 44, 45
-CTRL_SLOTS = 48
 
 
 @dataclass
@@ -98,13 +96,7 @@ class NativeState:
         self.plan: Plan = build_plan(settings.onnx_path, 1, settings.input_name, settings.output_name)
         if len(self.plan.output_shape) != 1:
             raise ValueError(f"the model output {self.plan.output_name} is not [N, classes]")
-        self.ctrl = np.zeros(CTRL_SLOTS, np.int64)
-        self.ctrl[C_NTHREADS] = max(1, settings.threads)
-        self.ctrl[C_PLAN] = self.plan.ops.ctypes.data
-        self.ctrl[C_NOPS] = self.plan.nops
-        self.ctrl[C_TABLE] = self.plan.table.ctypes.data
-        self.ctrl[C_FPARAMS] = self.plan.fparams.ctypes.data
-        self.ctrl[C_BATCH] = 1
+        self.ctrl, self.counters = make_control(self.plan, max(1, settings.threads))
         self.paths = sample_paths(settings.dataset_path, settings.count)
         self.samples: dict[int, np.ndarray] = {}
         self.addresses: dict[int, int] = {}

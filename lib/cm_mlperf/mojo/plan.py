@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 OPW = 24
-CTRL_SLOTS = 48
+CTRL_SLOTS = 64
 CHANNEL_PAD = 16
 
 # record fields (engine.mojo)

@@ -67,9 +67,9 @@ comptime OP_NHWC_TO_NCHW = 10
 
 # control block: int64 slots; the counters threads write sit on their own cache lines
 comptime C_GEN = 0  # bumped to start a batch (futex word: its low 32 bits)
-comptime C_BAR = 8  # barrier arrivals since the batch started
+comptime C_OP = 8  # the operator being computed; the thread finishing its last chunk moves it on
 comptime C_DONE = 16  # workers finished with the batch
-comptime C_STARTED = 24  # workers that ever registered (assigns thread ids)
+comptime C_STARTED = 24  # workers that ever registered
 comptime C_ALIVE = 32  # workers running
 comptime C_NTHREADS = 40
 comptime C_PLAN = 41
@@ -78,7 +78,10 @@ comptime C_TABLE = 43
 comptime C_FPARAMS = 44
 comptime C_BATCH = 45
 comptime C_STOP = 46
-comptime CTRL_SLOTS = 48
+comptime C_CHUNKS = 47  # chunks each operator is cut into (a few per thread)
+comptime C_ERR = 48  # 1 + the index of an operator that failed
+comptime C_COUNTERS = 56  # address of 16 int64 per operator: chunks claimed (+0) and finished (+8)
+comptime CTRL_SLOTS = 64
 
 comptime SYS_FUTEX = 202
 comptime FUTEX_WAIT_PRIVATE = 128
@@ -156,28 +159,33 @@ def run_op(op: IPtr, table: IPtr, fp: FPtr, index: Int, batch: Int, tid: Int, nt
         raise Error("unknown operator code " + String(code))
 
 
-def barrier(ctrl: Int, epoch: Int, nth: Int):
-    """Wait until every thread has arrived `epoch` times in this batch (C_BAR only grows during a batch)."""
-    var bar = slot(ctrl, C_BAR)
-    _ = aadd(bar, 1)
-    var target = epoch * nth
-    var spins = 0
-    while aload(bar) < target:
-        relax(spins)
-        spins += 1
-
-
-def run_plan(ctrl: Int, tid: Int) raises:
-    var nth = aload(slot(ctrl, C_NTHREADS))
+def run_plan(ctrl: Int):
+    """Compute the plan with whichever threads are running: each claims the next chunk of the current operator;
+    the one finishing its last chunk moves everyone to the next operator. A thread the OS has descheduled
+    holds up at most the chunk it is in, never the others (the machine may be shared)."""
     var plan = aload(slot(ctrl, C_PLAN))
     var nops = aload(slot(ctrl, C_NOPS))
     var table = iptr(aload(slot(ctrl, C_TABLE)))
     var fp = fptr(aload(slot(ctrl, C_FPARAMS)))
     var batch = aload(slot(ctrl, C_BATCH))
-    for i in range(nops):
-        run_op(iptr(plan + i * OPW * 8), table, fp, i, batch, tid, nth)
-        if nth > 1:
-            barrier(ctrl, i + 1, nth)
+    var chunks = aload(slot(ctrl, C_CHUNKS))
+    var counters = aload(slot(ctrl, C_COUNTERS))
+    var op = aload(slot(ctrl, C_OP))
+    var spins = 0
+    while op < nops:
+        var c = aadd(iptr(counters + op * 128), 1)
+        if c < chunks:
+            try:
+                run_op(iptr(plan + op * OPW * 8), table, fp, op, batch, c, chunks)
+            except:
+                Atomic[Int64].store(slot(ctrl, C_ERR), Int64(op + 1))
+            if aadd(iptr(counters + op * 128 + 64), 1) + 1 == chunks:
+                Atomic[Int64].store(slot(ctrl, C_OP), Int64(op + 1))
+        else:
+            while aload(slot(ctrl, C_OP)) == op:
+                relax(spins)
+                spins += 1
+        op = aload(slot(ctrl, C_OP))
 
 
 def _futex(addr: Int, op: Int, val: Int):
@@ -187,7 +195,7 @@ def _futex(addr: Int, op: Int, val: Int):
 def worker(ctrl: Int) -> Int:
     var gen = slot(ctrl, C_GEN)
     var seen = aload(gen)
-    var tid = aadd(slot(ctrl, C_STARTED), 1) + 1
+    _ = aadd(slot(ctrl, C_STARTED), 1)
     while True:
         var spins = 0
         while aload(gen) == seen:
@@ -197,10 +205,7 @@ def worker(ctrl: Int) -> Int:
         seen = aload(gen)
         if aload(slot(ctrl, C_STOP)) != 0:
             break
-        try:
-            run_plan(ctrl, tid)
-        except:
-            pass  # the main thread runs the same operators and reports the error
+        run_plan(ctrl)
         _ = aadd(slot(ctrl, C_DONE), 1)
     _ = aadd(slot(ctrl, C_ALIVE), -1)
     return 0
@@ -226,28 +231,25 @@ def start(ctrl: Int) -> Int:
 
 
 def forward(ctrl: Int) raises:
-    """Run the plan once over the batch set in the control block (on every thread of the engine)."""
+    """Run the plan once over the batch set in the control block, on every thread of the engine."""
     var nth = aload(slot(ctrl, C_NTHREADS))
-    if nth <= 1:
-        run_plan(ctrl, 0)
-        return
-    Atomic[Int64].store(slot(ctrl, C_BAR), 0)
+    var counters = aload(slot(ctrl, C_COUNTERS))
+    for i in range(aload(slot(ctrl, C_NOPS)) * 16):
+        iptr(counters).unsafe_store(i, Int64(0))
+    Atomic[Int64].store(slot(ctrl, C_OP), 0)
+    Atomic[Int64].store(slot(ctrl, C_ERR), 0)
     Atomic[Int64].store(slot(ctrl, C_DONE), 0)
-    _ = aadd(slot(ctrl, C_GEN), 1)
-    _futex(ctrl + C_GEN * 8, FUTEX_WAKE_PRIVATE, 0x7FFFFFFF)
-    var failed = False
-    var message = String("")
-    try:
-        run_plan(ctrl, 0)
-    except e:
-        failed = True
-        message = String(e)
+    if nth > 1:
+        _ = aadd(slot(ctrl, C_GEN), 1)
+        _futex(ctrl + C_GEN * 8, FUTEX_WAKE_PRIVATE, 0x7FFFFFFF)
+    run_plan(ctrl)
     var spins = 0
-    while aload(slot(ctrl, C_DONE)) < nth - 1:
+    while aload(slot(ctrl, C_DONE)) < nth - 1:  # the counters are reset next time: wait for every worker
         relax(spins)
         spins += 1
+    var failed = aload(slot(ctrl, C_ERR))
     if failed:
-        raise Error(message)
+        raise Error("operator " + String(failed - 1) + " of the plan failed (unknown operator code?)")
 
 
 def stop(ctrl: Int):
