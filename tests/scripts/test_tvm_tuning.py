@@ -156,7 +156,7 @@ def test_second_run_hits_and_trials_change_the_compile_key(tuned, tiny):
     # _tune variation's inputs are. Another trial count is a miss for both scripts.
     r = engine_run(tuned["cache"], "compile,tvm-model,_tune", env, tuning_trials="16", dry_run=True)
     assert r["return"] == 0
-    assert {s["alias"]: s["cache"] for s in r["steps"] if s["cache"] != "none"} == {
+    assert {s["alias"]: s["cache"] for s in r["steps"] if s["cache"] not in ("none", "same run")} == {
         "compile-tvm-model": "miss", "tune-tvm-model": "miss"}
 
 
@@ -283,7 +283,9 @@ def test_cheap_stack_matches_inspect_stack():
 
 def test_app_tune_variation_adds_tune_to_the_compile_dependency():
     meta = yaml.safe_load((SCRIPTS_DIR / "run-mlperf-inference-app" / "_cm.yaml").read_text())
-    assert meta["variations"]["tune"] == {"add_deps_recursive": {"tvm-model": {"tags": "_tune"}}}
+    assert meta["variations"]["tune"]["add_deps_recursive"] == {"tvm-model": {"tags": "_tune"}}
+    assert meta["variations"]["tune"]["input_mapping"] == {"rpc_tracker": "CM_TVM_RPC_TRACKER",
+                                                           "rpc_key": "CM_TVM_RPC_KEY"}
     assert meta["input_mapping"]["tuning_trials"] == "CM_TVM_TUNING_TRIALS"
     compile_meta = yaml.safe_load((SCRIPTS_DIR / "compile-tvm-model" / "_cm.yaml").read_text())
     dep = compile_meta["variations"]["tune"]["deps"][0]
