@@ -11,6 +11,8 @@ from pathlib import Path
 CONF_DIR = Path(__file__).resolve().parent / "mlperf_conf"
 
 SEED_KEYS = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed")
+# TEST05 (compliance) runs with these instead; LoadGen takes them from TestSettings, not from audit.config
+TEST05_SEED_KEYS = ("test05_qsl_rng_seed", "test05_sample_index_rng_seed", "test05_schedule_rng_seed")
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 
 
@@ -35,10 +37,11 @@ class Round:
     def value(self, model: str, scenario: str, key: str) -> str | None:
         return lookup(self.conf(), model, scenario, key)
 
-    def seeds(self) -> dict[str, int]:
+    def seeds(self, keys: tuple[str, ...] = SEED_KEYS + TEST05_SEED_KEYS) -> dict[str, int]:
+        """The round's RNG seeds (the main three and TEST05's) from its mlperf.conf."""
         kv = self.conf()
         out = {}
-        for key in SEED_KEYS:
+        for key in keys:
             val = lookup(kv, "*", "*", key)
             if val is None:
                 raise ValueError(f"{self.conf_path} has no {key}")
