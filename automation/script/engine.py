@@ -272,6 +272,9 @@ def run_script(ctx: RunContext, tags: list[str], variations: list[str], *, artif
         chain = " -> ".join(_node_label(p) for p in [*ctx.stack, node])
         raise ScriptError(f"dependency cycle: {chain}")
     prepared = prepare(ctx, script, variations, inputs, env or {}, version_spec)
+    if script.strict:  # our hook for checks that need the resolved env: before any dependency runs (and dry runs)
+        runner.call_hook(script.path, "check_inputs", {"env": prepared.env, "input": inputs, "meta": script.meta,
+                                                       "variation_tags": prepared.variations}, script.alias)
     step = {"alias": script.alias, "tags": ",".join(script.tags), "variations": prepared.variations,
             "depth": depth, "cache": "none"}
     ctx.steps.append(step)

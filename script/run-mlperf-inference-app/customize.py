@@ -76,6 +76,23 @@ def _apply_execution_mode(env: dict[str, Any], mode: str, scenario: str) -> None
             print(f"samples/s {found['samples_per_second']:.2f} from the find-performance run of {found['date']}")
 
 
+# Rounds whose rules want the accuracy run over the whole ImageNet validation set (50,000 images).
+FULL_DATASET_ROUNDS = ("v6.1",)
+
+
+def check_inputs(i: dict[str, Any]) -> dict[str, Any]:
+    """Before any dependency runs (model conversion, preprocessing, compile): what the env already decides."""
+    env = i["env"]
+    if env.get("CM_MLPERF_DIVISION", "open").lower() == "closed" and \
+            not env.get("CM_MLPERF_MODEL_TAGS", "").startswith("resnet50"):
+        return _error("the closed division needs ResNet-50 v1.5 (_resnet50): use --division=open for this model")
+    if (env.get("CM_MLPERF_SUBMISSION_RUN") == "yes" and env.get("CM_MLPERF_ROUND") in FULL_DATASET_ROUNDS
+            and not env.get("CM_IMAGENET_PATH")):
+        return _error(f"--round={env['CM_MLPERF_ROUND']} wants the accuracy run over all 50,000 ImageNet validation "
+                      "images: pass --imagenet_path=<ILSVRC2012 val folder> (or use --round=v3.1)")
+    return {"return": 0}
+
+
 def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     # Allowed values are checked by the engine from _cm.yaml's input_description before anything runs.
     env = i["env"]

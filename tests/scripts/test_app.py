@@ -95,3 +95,14 @@ def test_postprocess_reports_table_and_state(app, tmp_path, capsys):
     assert results["accuracy_top1"] == 75.0 and results["performance"]["result"] == 12.5
     summary = json.loads((tmp_path / env["CM_MLPERF_RUN_DIR"] / "mlperf-run-summary.json").read_text())
     assert summary["env"]["CM_ML_MODEL_NAME"] == "efficientnet-lite0"
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"CM_MLPERF_DIVISION": "closed", "CM_MLPERF_MODEL_TAGS": "efficientnet-lite0"}, "closed division needs ResNet-50"),
+    ({"CM_MLPERF_SUBMISSION_RUN": "yes", "CM_MLPERF_ROUND": "v6.1"}, "pass --imagenet_path="),
+])
+def test_check_inputs_fails_before_any_dependency(app, tmp_path, extra, message):
+    r = app.check_inputs({"env": base_env(tmp_path, **extra)})
+    assert r["return"] == 1 and message in r["error"]
+    ok = base_env(tmp_path, CM_MLPERF_SUBMISSION_RUN="yes", CM_MLPERF_ROUND="v3.1")
+    assert app.check_inputs({"env": ok})["return"] == 0

@@ -74,10 +74,9 @@ def test_quick_run_to_practice_tree(cm_home: Path, tmp_path: Path) -> None:
     assert csv_rows[1].endswith(",no")
 
 
-@pytest.mark.slow
 def test_v61_submission_with_the_sample_asks_for_imagenet(cm_home: Path, tmp_path: Path) -> None:
     r = _cm(cm_home, tmp_path, "--tags=run-mlperf,inference,_onnxruntime,_submission", "--round=v6.1",
             "--results_dir=res", timeout=1200)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "--imagenet_path" in out and "50,000" in out
-    assert "LoadGen" not in out  # stopped before any run
+    assert "LoadGen" not in out and "get-ml-model" not in out  # stopped at once, before any dependency ran
