@@ -318,3 +318,10 @@ def test_framework_string_names_backend_version_and_tuning() -> None:
     desc = sut_description.describe({}, division="open", submitter="X", system_name="s", backend="onnxruntime",
                                     overrides={"cooling": "liquid", "system_type": "datacenter"})
     assert desc["cooling"] == "liquid" and desc["system_type"] == "datacenter" and desc["accelerators_per_node"] == "0"
+
+
+def test_framework_string_names_the_mojo_native_harness():
+    from cm_mlperf.submission import sut_description
+
+    assert sut_description.framework_string("mojo-native", {}, "1.2.0") == "Mojo (native harness) 1.2.0"
+    assert sut_description.framework_string("mojo", {}, "1.2.0") == "Mojo 1.2.0"

@@ -112,7 +112,7 @@ def check_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, An
     return {"CM_MLPERF_SUBMISSION_CHECKED": "yes"}, {"mlperf_submission": [r.__dict__ for r in report.rows]}
 
 
-PACKAGES = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "mojo": "mojo"}
+PACKAGES = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "mojo": "mojo", "mojo-native": "mojo"}
 
 
 def _installed_version(backend: str) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 from cm_mlperf.submission import rules
 
-BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "tvm": "Apache TVM", "mojo": "Mojo"}
+BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "tvm": "Apache TVM", "mojo": "Mojo",
+                 "mojo-native": "Mojo (native harness)"}
 
 
 def _major(version: str) -> str:
