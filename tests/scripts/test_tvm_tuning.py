@@ -177,6 +177,21 @@ def test_resume_keeps_every_record(tuned, tiny, tune_customize, tmp_path, monkey
     info = json.loads((tmp_path / "tuning-info.json").read_text())
     assert info["resumed"]["records"] == len(before) and info["tasks_covered_before"] == 3
     assert info["database"]["workloads"] == 3  # same tasks: no duplicate workloads
+    assert info["trials_total"] == info["resumed"]["trials"] + info["trials_done"]  # what a manifest reports
+
+
+def test_resumed_focus_tunes_only_the_costly_tasks(tuned, tiny, tune_customize, tmp_path, monkeypatch, capsys):
+    src = Path(tuned["env"]["CM_TVM_TUNING_DATABASE_DIR"])
+    monkeypatch.chdir(tmp_path)
+    env = {**model_env(tiny), "CM_TVM_TUNING_TRIALS": "4", "CM_TVM_TUNING_RESUME_FROM": str(src),
+           "CM_TVM_TUNING_FOCUS": "0.5"}
+    r = full_step(tune_customize, tune_from_env, _i(env))
+    assert r["return"] == 0, r.get("error")
+    info = json.loads((tmp_path / "tuning-info.json").read_text())
+    assert info["focus"]["tasks"] < info["tasks"] == 3 and "focus 0.50: tuning the" in capsys.readouterr().out
+    tried = [t for t in info["per_task"] if t["trials"]]
+    assert len(tried) == info["focus"]["tasks"] and len(info["per_task"]) == 3  # every task reported
+    assert all(t["database_best_seconds"] for t in info["per_task"])
 
 
 # ----------------------------------------------------------------------------- clear errors, checked before tuning

@@ -315,6 +315,11 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
     for task, row in zip(tasks, per_task, strict=True):
         row["database_best_seconds"] = _record_seconds(
             database.query_tuning_record(task.dispatched[0], target, task.task_name))
+    tuned_ids = {id(t) for t in tasks}
+    for task in (t for t in all_tasks if id(t) not in tuned_ids):  # left out by --focus: their records, no trials
+        per_task.append({"task": task.task_name, "weight": float(task.weight), "trials": 0, "failed": 0,
+                         "best_seconds": None, "database_best_seconds": _record_seconds(
+                             database.query_tuning_record(task.dispatched[0], target, task.task_name))})
     untuned = [t.task_name for t in all_tasks
                if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
     tasks = all_tasks
