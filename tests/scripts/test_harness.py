@@ -474,3 +474,11 @@ def test_invalid_reason_when_only_early_stopping_fails():
                              "result_min_queries_met": True, "early_stopping_met": False}, summary)
     assert reason == ("early stopping not met; early stopping: Only processed 50 queries; "
                       "Need to process at least 64 queries for early stopping")
+
+
+def test_thread_spin_is_one_policy_for_both_backends(script_module, monkeypatch):
+    backends = script_module(SCRIPT, "mlperf_backends")
+    monkeypatch.delenv("CM_MLPERF_THREAD_SPIN", raising=False)
+    assert backends.thread_spin() is False  # the default: idle workers sleep at once
+    monkeypatch.setenv("CM_MLPERF_THREAD_SPIN", "yes")
+    assert backends.thread_spin() is True

@@ -300,7 +300,8 @@ def test_app_tune_variation_adds_tune_to_the_compile_dependency():
     meta = yaml.safe_load((SCRIPTS_DIR / "run-mlperf-inference-app" / "_cm.yaml").read_text())
     assert meta["variations"]["tune"]["add_deps_recursive"] == {"tvm-model": {"tags": "_tune"}}
     assert meta["variations"]["tune"]["input_mapping"] == {"rpc_tracker": "CM_TVM_RPC_TRACKER",
-                                                           "rpc_key": "CM_TVM_RPC_KEY"}
+                                                           "rpc_key": "CM_TVM_RPC_KEY",
+                                                           "tuning_focus": "CM_TVM_TUNING_FOCUS"}
     assert meta["input_mapping"]["tuning_trials"] == "CM_TVM_TUNING_TRIALS"
     compile_meta = yaml.safe_load((SCRIPTS_DIR / "compile-tvm-model" / "_cm.yaml").read_text())
     dep = compile_meta["variations"]["tune"]["deps"][0]
