@@ -2,13 +2,16 @@
 
 LoadGen prints the failed checks and its advice only in mlperf_log_summary.txt (and the detail log); a harness
 shows this line next to INVALID and records it as `invalid_reason` in harness_result.json. Used by the Python
-harness (app-mlperf-inference-python); any harness that writes LoadGen logs can call `invalid_reason_in`.
+harness (app-mlperf-inference-python) and the native Mojo one; any harness that writes LoadGen logs can call
+`invalid_reason_in`.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from cm_mlperf.loadgen.logs import DETAIL_LOG, SUMMARY_LOG, read_detail, summary_values
 
 # (detail-log key, summary name, what failed)
 CHECKS = (
@@ -39,19 +42,10 @@ def summary_bullets(summary_text: str, heading: str) -> list[str]:
     return []
 
 
-def _summary_values(summary_text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in summary_text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and name.strip() and value.strip() and not line.startswith("="):
-            out.setdefault(name.strip(), value.strip())
-    return out
-
-
 def invalid_reason(detail: Mapping[str, Any], summary_text: str) -> str:
     """The checks that failed, LoadGen's recommendation and, when early stopping failed, its verdict (such as
     the number of queries it needs), joined in one line."""
-    summary = _summary_values(summary_text)
+    summary = summary_values(summary_text)
     failed = [what for key, name, what in CHECKS if _failed(detail.get(key, summary.get(name)))]
     parts = [", ".join(failed)] if failed else []
     advice = str(detail.get("result_invalid_reason") or "").strip() or " ".join(
@@ -68,11 +62,9 @@ def invalid_reason(detail: Mapping[str, Any], summary_text: str) -> str:
 
 def invalid_reason_in(output_dir: str | os.PathLike[str]) -> str:
     """`invalid_reason` of the LoadGen logs in a run's output folder."""
-    from cm_mlperf.submission.loadgen_logs import read_detail
-
     folder = os.fspath(output_dir)
-    detail = read_detail(os.path.join(folder, "mlperf_log_detail.txt"))
-    summary_path = os.path.join(folder, "mlperf_log_summary.txt")
+    detail = read_detail(os.path.join(folder, DETAIL_LOG))
+    summary_path = os.path.join(folder, SUMMARY_LOG)
     text = ""
     if os.path.isfile(summary_path):
         with open(summary_path, encoding="utf-8", errors="replace") as f:

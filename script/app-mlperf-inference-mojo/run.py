@@ -8,8 +8,6 @@ from pathlib import Path
 from cm_mlperf import run_step
 from cm_mlperf.mojo import native
 
-CONF_DIR = Path(__file__).resolve().parent / "mlperf_conf"
-
 
 def _num(env: Mapping[str, str], key: str, kind: type = float):
     val = str(env.get(key, "")).strip()
@@ -38,7 +36,7 @@ def main(env: Mapping[str, str]) -> tuple[dict[str, str], dict]:
         min_duration_ms=_num(env, "CM_MLPERF_LOADGEN_MIN_DURATION", int),
         min_query_count=_num(env, "CM_MLPERF_LOADGEN_MIN_QUERY_COUNT", int),
         performance_sample_count=_num(env, "CM_MLPERF_LOADGEN_PERFORMANCE_SAMPLE_COUNT", int),
-        user_conf=env.get("CM_MLPERF_USER_CONF", ""), mlperf_conf=str(CONF_DIR / rnd / "mlperf.conf"),
+        user_conf=env.get("CM_MLPERF_USER_CONF", ""),  # mlperf_conf: the round's, from cm_mlperf.loadgen
         mojo_version=env.get("CM_MOJO_VERSION", ""))
     try:
         path = native.write_settings(settings)

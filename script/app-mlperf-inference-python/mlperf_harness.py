@@ -4,8 +4,8 @@
 the second one on logs the error "Multiple conf files are used", which reviewers reject: one run per process. The
 script's run.py is that process (the engine starts it as a child of cm, with the env as its environment).
 
-The pieces: mlperf_settings (HarnessSettings, env, user.conf), mlperf_sut (QSL, SUT, warm-up),
-mlperf_logs (LoadGen log parsing), mlperf_backends, mlperf_rounds; this module runs them.
+The pieces: mlperf_settings (HarnessSettings, env, user.conf), mlperf_sut (QSL, SUT, warm-up), mlperf_backends,
+and from cm_mlperf.loadgen the rounds (mlperf.conf, seeds) and LoadGen log parsing; this module runs them.
 
 Interrupted (SIGTERM, Ctrl-C, or cm dying: run_step asks Linux for a SIGTERM then), the run stops at once, wherever
 LoadGen is, and leaves no `harness_result.json`: that file is written last, so its presence means a finished run.
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import mlperf_backends
-import mlperf_rounds
 from cm_mlperf.files import atomic_write
-from mlperf_logs import accuracy_log_indices, format_summary, parse_logs
+from cm_mlperf.loadgen import rounds
+from cm_mlperf.loadgen.logs import accuracy_log_indices, parse_logs
 from mlperf_settings import HarnessSettings, build_user_conf
 from mlperf_sut import SampleLibrary, SystemUnderTest, list_samples, measure
 
@@ -114,7 +114,7 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
 
     s = s.normalised()
 
-    rnd = mlperf_rounds.get_round(s.round)
+    rnd = rounds.get_round(s.round)
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULT_FILE).unlink(missing_ok=True)
@@ -256,3 +256,20 @@ def load_result(output_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no {RESULT_FILE} in {output_dir}: the harness did not finish")
     return json.loads(path.read_text())
+
+
+def format_summary(r: dict[str, Any]) -> str:
+    """One or two lines for the console."""
+    if r["mode"] == "accuracy":
+        head = f"accuracy run: {r.get('samples_processed')} samples answered"
+    else:
+        val = r.get("result")
+        shown = f"{val:.3f} {r.get('result_unit')}" if isinstance(val, float) else "n/a"
+        head = f"{shown}  {r.get('validity')}"
+        if r.get("invalid_reason"):
+            head += f": {r['invalid_reason']}"
+    lines = [f"[harness] MLPerf {r.get('scenario')} {r.get('mode')} ({r.get('backend')}, round {r.get('round')}): "
+             f"{head}", f"[harness] logs: {r.get('output_dir')}"]
+    if r.get("loadgen_errors"):
+        lines.append(f"[harness] LoadGen errors: {'; '.join(r['loadgen_errors'][:3])}")
+    return "\n".join(lines)

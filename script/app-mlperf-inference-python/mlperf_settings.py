@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import mlperf_backends
-import mlperf_rounds
+from cm_mlperf.loadgen import rounds
+from cm_mlperf.loadgen import user_conf as loadgen_user_conf
+from cm_mlperf.loadgen.user_conf import MODEL_KEY
 
-MODEL_KEY = "resnet50"  # LoadGen's key for image classification (EfficientNet in open division too)
-
-_SCENARIO_NAMES = {s.lower(): s for s in mlperf_rounds.SCENARIOS}
+_SCENARIO_NAMES = {s.lower(): s for s in rounds.SCENARIOS}
 MODES = ("performance", "accuracy")
 
 
@@ -35,7 +35,7 @@ class HarnessSettings:
     threads: int = 0  # 0: all cores
     batch_size: int = 0  # 0: automatic (the compiled batch for fixed-batch models)
     workers: int = 1  # SUT worker threads (Offline/Server)
-    round: str = mlperf_rounds.DEFAULT_ROUND
+    round: str = rounds.DEFAULT_ROUND
     user_conf: str = ""  # a user.conf to start from; our computed lines are appended after it
     model_key: str = MODEL_KEY
     progress: bool = True
@@ -47,7 +47,7 @@ class HarnessSettings:
         scen = _SCENARIO_NAMES.get(str(s.scenario).strip().lower())
         if scen is None:
             raise ValueError(f"unknown scenario '{s.scenario}' (--scenario): use one of "
-                             f"{', '.join(mlperf_rounds.SCENARIOS)}")
+                             f"{', '.join(rounds.SCENARIOS)}")
         s.scenario = scen
         s.mode = str(s.mode).strip().lower()
         if s.mode in ("accuracyonly", "accuracy-only"):
@@ -60,7 +60,7 @@ class HarnessSettings:
         if s.backend not in mlperf_backends.BACKENDS:
             raise ValueError(f"unknown backend '{self.backend}' (--backend): use one of "
                              f"{', '.join(mlperf_backends.BACKENDS)}")
-        s.round = mlperf_rounds.get_round(s.round).name
+        s.round = rounds.get_round(s.round).name
         if not s.dataset_path:
             raise ValueError("no preprocessed dataset: set CM_DATASET_PREPROCESSED_PATH (a get,dataset,imagenet,"
                              "preprocessed dependency)")
@@ -141,7 +141,7 @@ def settings_from_env(env: dict[str, str]) -> HarnessSettings:
         threads=_num(env, "CM_MLPERF_NUM_THREADS", int) or _num(env, "CM_HOST_CPU_TOTAL_CORES", int) or 0,
         batch_size=_num(env, "CM_MLPERF_LOADGEN_BATCH_SIZE", int) or 0,
         workers=_num(env, "CM_MLPERF_SUT_WORKERS", int) or 1,
-        round=env.get("CM_MLPERF_ROUND", "") or mlperf_rounds.DEFAULT_ROUND,
+        round=env.get("CM_MLPERF_ROUND", "") or rounds.DEFAULT_ROUND,
         user_conf=env.get("CM_MLPERF_USER_CONF", ""),
         progress=str(env.get("CM_MLPERF_PROGRESS", "yes")).lower() not in ("no", "0", "false", "off"),
         audit_conf=env.get("CM_MLPERF_AUDIT_CONF", ""),
@@ -150,18 +150,7 @@ def settings_from_env(env: dict[str, str]) -> HarnessSettings:
 
 def build_user_conf(s: HarnessSettings, performance_sample_count: int, base_text: str = "") -> str:
     """user.conf for this run: the user's file (if any), then our settings for model.scenario (these win)."""
-    p = f"{s.model_key}.{s.scenario}."
-    lines = []
-    if base_text.strip():
-        lines += ["# --- from the user's user.conf ---", base_text.rstrip(), "# --- set by the harness ---"]
-    if s.target_qps and s.scenario in ("Offline", "Server"):
-        lines.append(f"{p}target_qps = {s.target_qps:.6g}")
-    if s.target_latency_ms and s.scenario in ("SingleStream", "MultiStream", "Server"):
-        # LoadGen reads target_latency as whole milliseconds.
-        lines.append(f"{p}target_latency = {max(1, int(round(s.target_latency_ms)))}")
-    if s.min_duration_ms is not None:
-        lines.append(f"{p}min_duration = {int(s.min_duration_ms)}")
-    if s.min_query_count is not None:
-        lines.append(f"{p}min_query_count = {int(s.min_query_count)}")
-    lines.append(f"{p}performance_sample_count_override = {performance_sample_count}")
-    return "\n".join(lines) + "\n"
+    return loadgen_user_conf.build_user_conf(
+        s.scenario, performance_sample_count, model_key=s.model_key, target_qps=s.target_qps,
+        target_latency_ms=s.target_latency_ms, min_duration_ms=s.min_duration_ms,
+        min_query_count=s.min_query_count, base_text=base_text, writer="the harness")

@@ -108,8 +108,8 @@ def _detail_errors(out: Path) -> list[str]:
 
 
 def test_round_confs_match_loadgen_and_published_seeds(script_module):
-    rounds = script_module(SCRIPT, "mlperf_rounds")
     import mlperf_loadgen
+    from cm_mlperf.loadgen import rounds
 
     # v6.1 is LoadGen 6.0.17's built-in mlperf.conf, byte for byte.
     builtin = Path(mlperf_loadgen.__file__).read_bytes()
@@ -271,8 +271,8 @@ def test_offline_performance_run(harness, tiny, tmp_path):
     assert f"resnet50.Offline.target_qps = {r['target_qps']:.6g}" in conf
     assert "resnet50.Offline.performance_sample_count_override = 12" in conf
     assert "resnet50.Offline.min_duration = 100" in conf
-    assert (out / "mlperf.conf").read_text() == harness.mlperf_rounds.ROUNDS["v6.1"].conf_text()
-    assert r["qsl_rng_seed"] == harness.mlperf_rounds.PUBLISHED_SEEDS["v6.1"]["qsl_rng_seed"]
+    assert (out / "mlperf.conf").read_text() == harness.rounds.ROUNDS["v6.1"].conf_text()
+    assert r["qsl_rng_seed"] == harness.rounds.PUBLISHED_SEEDS["v6.1"]["qsl_rng_seed"]
     assert _detail_errors(out) == []  # in particular no "Multiple conf files are used"
     assert harness.load_result(out) == r
     assert env["CM_MLPERF_OUTPUT_DIR"] == str(out) and env["CM_MLPERF_RESULT_VALID"] == "yes"
@@ -331,10 +331,10 @@ def test_accuracy_run_v31_and_top1(harness, script_module, tiny, tmp_path):
     assert r["samples_processed"] == N_SAMPLES and r["accuracy_log"] == str(out / "mlperf_log_accuracy.json")
     assert env["CM_MLPERF_ACCURACY_RESULTS_DIR"] == str(out) and env["CM_MLPERF_RESULT_VALUE"] == ""
     # v3.1 runs carry v3.1's seeds although LoadGen's built-in conf is v6.1's.
-    seeds = harness.mlperf_rounds.PUBLISHED_SEEDS["v3.1"]
+    seeds = harness.rounds.PUBLISHED_SEEDS["v3.1"]
     assert (r["qsl_rng_seed"], r["sample_index_rng_seed"], r["schedule_rng_seed"]) == (
         seeds["qsl_rng_seed"], seeds["sample_index_rng_seed"], seeds["schedule_rng_seed"])
-    assert (out / "mlperf.conf").read_text() == harness.mlperf_rounds.ROUNDS["v3.1"].conf_text()
+    assert (out / "mlperf.conf").read_text() == harness.rounds.ROUNDS["v3.1"].conf_text()
     assert _detail_errors(out) == []
     res = acc.write_accuracy_txt(out, tiny["data"] / "val_map.txt")
     assert (res.good, res.total) == (N_CORRECT, N_SAMPLES)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cm_mlperf.loadgen import rounds
 from cm_mlperf.mojo import native, toolchain
 from conftest import REPO_ROOT, SCRIPTS_DIR, cm_env
 
@@ -43,17 +44,21 @@ def test_mojo_version_too_old(tmp_path):
         toolchain.mojo_version(str(fake))
 
 
-def test_native_conf_files_match_the_python_harness():
-    """The native harness carries the rounds' mlperf.conf too: they must stay the same files."""
-    ours = SCRIPTS_DIR / "app-mlperf-inference-mojo" / "mlperf_conf"
-    theirs = SCRIPTS_DIR / "app-mlperf-inference-python" / "mlperf_conf"
+def test_native_conf_files_match_the_python_harness(tmp_path):
+    """Both harnesses take the rounds' mlperf.conf from cm_mlperf.loadgen: one copy, the same files."""
+    assert not list(SCRIPTS_DIR.glob("app-mlperf-inference-*/**/mlperf.conf"))
     for rnd in ("v3.1", "v6.1"):
-        assert (ours / rnd / "mlperf.conf").read_bytes() == (theirs / rnd / "mlperf.conf").read_bytes()
+        s = native.NativeSettings(scenario="Offline", mode="performance", onnx_path="m.onnx", round=rnd.lstrip("v"),
+                                  dataset_path=str(tmp_path), output_dir=str(tmp_path / rnd))
+        native.write_settings(s)
+        assert s.round == rnd  # normalised, as the Python harness does
+        ours, theirs = Path(s.mlperf_conf), rounds.ROUNDS[rnd].conf_path
+        assert ours.read_bytes() == theirs.read_bytes()
 
 
 def test_native_settings_refuse_bad_values(tmp_path):
     base = dict(onnx_path="m.onnx", dataset_path=str(tmp_path), output_dir=str(tmp_path / "out"),
-                mlperf_conf=str(SCRIPTS_DIR / "app-mlperf-inference-mojo" / "mlperf_conf" / "v6.1" / "mlperf.conf"))
+                mlperf_conf=str(rounds.ROUNDS["v6.1"].conf_path))
     with pytest.raises(ValueError, match="unknown scenario 'Batch'"):
         native.write_settings(native.NativeSettings(scenario="Batch", mode="performance", **base))
     with pytest.raises(ValueError, match="unknown MLPerf round"):

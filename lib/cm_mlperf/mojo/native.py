@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 
 from .. import loadgen_verdict
-from ..submission import loadgen_logs, rules
+from ..loadgen import logs as loadgen_logs
+from ..loadgen import rounds
+from ..loadgen.user_conf import MODEL_KEY, build_user_conf
 from .engine import make_control
 from .plan import Plan, build_plan
 
 SETTINGS_FILE = "native_settings.json"
 RESULT_FILE = "harness_result.json"
-MODEL_KEY = "resnet50"  # LoadGen's key for image classification (EfficientNet in the open division too)
-SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+SCENARIOS = rounds.SCENARIOS
 OFFLINE_QPS_HEADROOM = 1.1  # target_qps above the warm-up figure: the Offline query must outlast min_duration
 SERVER_QPS_FRACTION = 0.75  # Server starts below the warm-up throughput so latencies stay bounded
 
@@ -53,7 +54,7 @@ class NativeSettings:
     min_query_count: int | None = None
     performance_sample_count: int | None = None
     user_conf: str = ""  # the user's user.conf to start from
-    mlperf_conf: str = ""  # the round's mlperf.conf, copied next to the logs (a submission carries it)
+    mlperf_conf: str = ""  # the round's mlperf.conf (default: cm_mlperf.loadgen's), copied next to the logs
     mojo_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,7 +64,8 @@ def write_settings(s: NativeSettings) -> Path:
         raise ValueError(f"unknown scenario '{s.scenario}': use one of {', '.join(SCENARIOS)}")
     if s.mode not in ("performance", "accuracy"):
         raise ValueError(f"unknown mode '{s.mode}': use performance or accuracy")
-    rules.get_round(s.round)
+    rnd = rounds.get_round(s.round)
+    s.round, s.mlperf_conf = rnd.name, s.mlperf_conf or str(rnd.conf_path)
     if not os.path.isfile(s.mlperf_conf):
         raise FileNotFoundError(f"the round's mlperf.conf not found: {s.mlperf_conf}")
     out = Path(s.output_dir)
@@ -101,8 +103,9 @@ class NativeState:
         self.samples: dict[int, np.ndarray] = {}
         self.addresses: dict[int, int] = {}
         self.samples_done = 0
-        default_psc = rules.get_round(settings.round).performance_sample_count
-        self.performance_sample_count = min(len(self.paths), settings.performance_sample_count or default_psc)
+        default_psc = rounds.get_round(settings.round).performance_sample_count(MODEL_KEY, settings.scenario)
+        self.performance_sample_count = min(len(self.paths),
+                                            settings.performance_sample_count or default_psc or len(self.paths))
         self.warmup: dict[str, float] = {}
 
     # plain ints for the Mojo side
@@ -161,21 +164,10 @@ def prepare(settings_path: str) -> NativeState:
 
 def user_conf_text(s: NativeSettings, performance_sample_count: int) -> str:
     """user.conf: the user's file (if any), then this run's settings (these win)."""
-    p = f"{MODEL_KEY}.{s.scenario}."
-    lines = []
-    if s.user_conf:
-        lines += ["# --- from the user's user.conf ---", Path(s.user_conf).read_text().rstrip(),
-                  "# --- set by the native Mojo harness ---"]
-    if s.target_qps and s.scenario in ("Offline", "Server"):
-        lines.append(f"{p}target_qps = {s.target_qps:.6g}")
-    if s.target_latency_ms and s.scenario in ("SingleStream", "MultiStream", "Server"):
-        lines.append(f"{p}target_latency = {max(1, int(round(s.target_latency_ms)))}")
-    if s.min_duration_ms is not None:
-        lines.append(f"{p}min_duration = {int(s.min_duration_ms)}")
-    if s.min_query_count is not None:
-        lines.append(f"{p}min_query_count = {int(s.min_query_count)}")
-    lines.append(f"{p}performance_sample_count_override = {performance_sample_count}")
-    return "\n".join(lines) + "\n"
+    return build_user_conf(
+        s.scenario, performance_sample_count, target_qps=s.target_qps, target_latency_ms=s.target_latency_ms,
+        min_duration_ms=s.min_duration_ms, min_query_count=s.min_query_count,
+        base_text=Path(s.user_conf).read_text() if s.user_conf else "", writer="the native Mojo harness")
 
 
 def loadgen_settings(st: NativeState, latency_ms: float) -> tuple[Any, Any]:
@@ -201,8 +193,9 @@ def loadgen_settings(st: NativeState, latency_ms: float) -> tuple[Any, Any]:
     # conf_type=1: LoadGen's built-in (today's) mlperf.conf, then our user.conf; one call per process
     if ts.FromConfig(str(user_conf), MODEL_KEY, s.scenario, 1) != 0:
         raise RuntimeError(f"LoadGen rejected {user_conf}")
-    if s.round != "v6.1":  # LoadGen 6.0 carries today's seeds; an older round's are set here
-        for key, value in rules.get_round(s.round).seeds.items():
+    rnd = rounds.get_round(s.round)
+    if not rnd.builtin:  # LoadGen carries today's seeds; an older round's (TEST05's too) are set here
+        for key, value in rnd.seeds().items():
             setattr(ts, key, value)
     log = lg.LogSettings()
     log.log_output.outdir = str(out)
@@ -217,9 +210,9 @@ def finish(st: NativeState, wall_s: float) -> dict[str, Any]:
     """LoadGen's logs -> harness_result.json, with the same keys as the Python harness writes."""
     s = st.settings
     out = Path(s.output_dir)
-    detail = loadgen_logs.read_detail(out / "mlperf_log_detail.txt")
-    summary = loadgen_logs.read_summary(out / "mlperf_log_summary.txt")
-    rnd = rules.get_round(s.round)
+    detail = loadgen_logs.read_detail(out / loadgen_logs.DETAIL_LOG)
+    summary = loadgen_logs.read_summary(out / loadgen_logs.SUMMARY_LOG)
+    rnd = rounds.get_round(s.round)
     result_key, unit, value, percentile = None, "", None, None
     if s.mode == "performance":
         result_key = rnd.result_keys[s.scenario]
@@ -228,7 +221,7 @@ def finish(st: NativeState, wall_s: float) -> dict[str, Any]:
         if detail.get(result_key) is not None:
             value = float(detail.get(result_key)) / (1e6 if unit == "ms" else 1.0)
     validity = str(detail.get("result_validity") or summary.get("Result is", "")).upper() or None
-    accuracy_log = out / "mlperf_log_accuracy.json"
+    accuracy_log = out / loadgen_logs.ACCURACY_LOG
     result: dict[str, Any] = {
         "scenario": s.scenario, "mode": s.mode, "result": value, "result_unit": unit, "result_key": result_key,
         "latency_percentile": float(percentile) * 100 if percentile is not None else None,
@@ -242,7 +235,7 @@ def finish(st: NativeState, wall_s: float) -> dict[str, Any]:
         "accuracy_log": str(accuracy_log) if s.mode == "accuracy" else None,
     }
     if s.mode == "accuracy":
-        seen = {int(e["qsl_idx"]) for e in json.loads(accuracy_log.read_text() or "[]")}
+        seen = loadgen_logs.accuracy_log_indices(accuracy_log)
         complete = seen == set(range(st.size)) and not detail.errors
         result.update({"validity": "VALID" if complete else "INVALID", "valid": complete,
                        "accuracy_samples_logged": len(seen)})

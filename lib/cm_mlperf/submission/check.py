@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cm_mlperf.loadgen.logs import read_detail
 from cm_mlperf.submission import layout, rules, sut_description
-from cm_mlperf.submission.loadgen_logs import read_detail
 
 PERF_FILES = {"mlperf_log_summary.txt", "mlperf_log_detail.txt"}
 PERF_OPTIONAL = {"mlperf_log_accuracy.json", "mlperf_log_trace.json"}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cm_mlperf.submission.loadgen_logs import read_summary
+from cm_mlperf.loadgen.logs import read_summary
 
 TESTS = ("TEST01", "TEST04", "TEST05")
 

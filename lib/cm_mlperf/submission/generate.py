@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cm_mlperf.files import sha256_file
+from cm_mlperf.loadgen.logs import read_detail
 from cm_mlperf.submission import layout, rules, sut_description
-from cm_mlperf.submission.loadgen_logs import read_detail
 
 RUN_SUMMARY = "mlperf-run-summary.json"
 INCOMPLETE_MARKER = "INCOMPLETE"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cm_mlperf.loadgen import rounds
+
 TASK = "resnet"  # MLPerf's benchmark name for image classification (ResNet-50 and open-division models)
-SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
-SEED_KEYS = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed")
+SCENARIOS = rounds.SCENARIOS
+SEED_KEYS = rounds.SEED_KEYS
 
 # Every system description field the rounds know (v3.1 and v6.1 list the same 35).
 SYSTEM_FIELDS = (
@@ -48,9 +50,6 @@ REFERENCE_TOP1 = 76.46
 CLOSED_ACCURACY_FRACTION = 0.99
 # Names a closed-division image-classification model may have in the tree (mapped to the task by the checker).
 CLOSED_MODEL_NAMES = ("resnet", "resnet50")
-# Compliance tests' detail logs use these seeds in TEST05 (v3.1 only).
-V31_TEST05_SEEDS = {"qsl_rng_seed": 793197339507417767, "sample_index_rng_seed": 255610748586851044,
-                    "schedule_rng_seed": 352213341366340113}
 
 
 @dataclass(frozen=True)
@@ -95,38 +94,31 @@ _REQUIRED = {
 ROUNDS: dict[str, RoundRules] = {
     "v3.1": RoundRules(
         name="v3.1",
-        seeds={"qsl_rng_seed": 148687905518835231, "sample_index_rng_seed": 520418551913322573,
-               "schedule_rng_seed": 811580660758947900},
-        test05_seeds=V31_TEST05_SEEDS,
+        seeds=dict(rounds.PUBLISHED_SEEDS["v3.1"]),
+        # compliance tests' detail logs show these seeds in TEST05 (a compliance test of v3.1 only)
+        test05_seeds=rounds.ROUNDS["v3.1"].test05_seeds(),
         compliance_tests=("TEST01", "TEST04", "TEST05"),
         layout="v3.1",
         offline_minimum_divisions=("open", "closed"),
-        result_keys={"Offline": "result_samples_per_second", "SingleStream": "early_stopping_latency_ss",
-                     "MultiStream": "early_stopping_latency_ms", "Server": "result_scheduled_samples_per_sec"},
+        result_keys=rounds.ROUNDS["v3.1"].result_keys,
         required_scenarios=_REQUIRED,
     ),
     "v6.1": RoundRules(
         name="v6.1",
-        seeds={"qsl_rng_seed": 2085463073848966840, "sample_index_rng_seed": 2747215439041700203,
-               "schedule_rng_seed": 16159082839903944936},
+        seeds=dict(rounds.PUBLISHED_SEEDS["v6.1"]),
         compliance_tests=("TEST01", "TEST04"),
         layout="results",
         offline_minimum_divisions=("closed",),
         accuracy_sample_count=50_000,
-        result_keys={"Offline": "result_samples_per_second", "SingleStream": "early_stopping_latency_ss",
-                     "MultiStream": "early_stopping_latency_ms", "Server": "result_completed_samples_per_sec"},
+        result_keys=rounds.ROUNDS["v6.1"].result_keys,
         required_scenarios=_REQUIRED,
     ),
 }
 
 
 def get_round(name: str | None) -> RoundRules:
-    """The rules of 'v3.1' / 'v6.1' (a leading 'r' or no 'v' is accepted)."""
-    key = (name or "").strip().lower().lstrip("r")
-    key = key if key.startswith("v") else "v" + key
-    if key not in ROUNDS:
-        raise ValueError(f"unknown MLPerf round '{name}': use --round={' or --round='.join(ROUNDS)}")
-    return ROUNDS[key]
+    """The rules of 'v3.1' / 'v6.1' (a leading 'r' or no 'v' is accepted; None: today's round)."""
+    return ROUNDS[rounds.get_round(name).name]
 
 
 def round_of_seeds(seeds: dict[str, int]) -> str | None:

@@ -1,14 +1,19 @@
 """Per-round MLPerf Inference data: the round's mlperf.conf, its RNG seeds, and what a result is.
 
+The one home of this knowledge: both harnesses (app-mlperf-inference-python, the native Mojo one) and the
+submission rules read it. The confs ship with the package (conf/<round>/mlperf.conf, package data).
+
 A run is made for one round. LoadGen 6.0.17 carries today's (v6.1) mlperf.conf built in; older rounds
 are reproduced by loading the built-in conf and then setting that round's seeds on TestSettings
 (for image classification the other resnet50 keys are identical across v3.1 and v6.1).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent / "mlperf_conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 SEED_KEYS = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed")
 # TEST05 (compliance) runs with these instead; LoadGen takes them from TestSettings, not from audit.config
@@ -48,6 +53,16 @@ class Round:
             out[key] = int(val, 0)
         return out
 
+    @property
+    def result_keys(self) -> dict[str, str]:
+        """The detail-log key of each scenario's metric (the figure reviewers score)."""
+        return {"Offline": "result_samples_per_second", "SingleStream": "early_stopping_latency_ss",
+                "MultiStream": "early_stopping_latency_ms", "Server": self.server_result_key}
+
+    def test05_seeds(self) -> dict[str, int]:
+        """TEST05's seeds under the main keys' names, as a TEST05 run's detail log reports them."""
+        return {k.removeprefix("test05_"): v for k, v in self.seeds(TEST05_SEED_KEYS).items()}
+
     def performance_sample_count(self, model: str, scenario: str = "Offline") -> int:
         val = self.value(model, scenario, "performance_sample_count_override")
         return int(val, 0) if val is not None else 0
@@ -82,7 +97,7 @@ def get_round(name: str | None) -> Round:
     if not key.startswith("v"):
         key = "v" + key
     if key not in ROUNDS:
-        raise ValueError(f"unknown MLPerf round '{name}': use one of {', '.join(sorted(ROUNDS))}")
+        raise ValueError(f"unknown MLPerf round '{name}': use --round={' or --round='.join(sorted(ROUNDS))}")
     return ROUNDS[key]
 
 
