@@ -253,3 +253,17 @@ def test_rpc_server_without_tracker_is_a_clear_error(tmp_path):
         rpc.start_server(f"127.0.0.1:{_free_port()}", "k", log_dir=tmp_path)
     with pytest.raises(rpc.RPCError, match="HOST:PORT"):
         rpc.parse_address("localhost")
+
+
+@pytest.mark.parametrize("tags,port,message", [
+    ("start,tvm,rpc-tracker", "70000", "--port=70000: 70000 is greater than the maximum of 65535"),
+    ("start,tvm,rpc-server", "x", "--port=x: must be an integer"),
+])
+def test_rpc_scripts_reject_a_bad_port_first(cm_home, tmp_path, tags, port, message):
+    import subprocess
+
+    from conftest import cm_env
+
+    r = subprocess.run(["cm", "run", "script", f"--tags={tags}", f"--port={port}"], env=cm_env(cm_home),
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 1 and message in r.stderr
