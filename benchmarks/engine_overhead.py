@@ -6,9 +6,10 @@ uncached entry script whose 14 dependencies are 10 cached scripts (each with a c
 N times; the table reports the median and its ratio to the 0.8 s goal, next to a bare `cm` call.
 
 With MLCommons' collection (cm4mlops 0.6.25, 286 scripts; `../shared/thirdparty/` or --cm4mlops) it also
-times, in a second CM home where that collection is registered first and ours after it: a cached `detect,os`
-(MLCommons' script, run by our engine; goal <= 0.2 s) and the same cached chain of 15 scripts (no slower
-than with ours alone).
+times, in a second CM home where that collection is registered first and ours after it: one cached script
+(goal <= 0.2 s with ~300 scripts registered), MLCommons' `detect,os` run by our engine (not a cached script in
+their collection: its run.sh runs every time) and the same cached chain of 15 scripts (no slower than with ours
+alone).
 
     python benchmarks/engine_overhead.py [--runs 9] [--cm4mlops PATH.tar.gz]
 """
@@ -102,20 +103,25 @@ def main() -> None:
             subprocess.run(["cm-register-repo", str(repo)], env=env, check=True, capture_output=True)
         chain = ["cm", "run", "script", "--tags=bench,top", "--quiet"]
         subprocess.run(chain, env=env, check=True, capture_output=True)  # fill the cache
+        one = ["cm", "run", "script", "--tags=bench,step0", "--quiet"]  # a cached script without dependencies
         bare = statistics.median(timed(["cm", "version"], env, args.runs))
         cached = statistics.median(timed(chain, env, args.runs))
+        one_alone = statistics.median(timed(one, env, args.runs))
         rows.append(("bare `cm version` (cmind start-up)", bare, GOAL_SECONDS))
         rows.append(("cached chain of 15 scripts (1 top, 10 cached, 4 not)", cached, GOAL_SECONDS))
+        rows.append(("one cached script", one_alone, GOAL_SINGLE_WITH_MLCOMMONS))
         mlc_env = mlcommons_home(tmp_path, args.cm4mlops, env)
         if mlc_env is not None:
             detect = ["cm", "run", "script", "mlcommons@cm4mlops:detect-os", "--quiet"]  # theirs, not ours
             for command in (detect, chain):
                 subprocess.run(command, env=mlc_env, check=True, capture_output=True)  # index and cache
-            single = statistics.median(timed(detect, mlc_env, args.runs))
+            single = statistics.median(timed(one, mlc_env, args.runs))
+            detect_os = statistics.median(timed(detect, mlc_env, args.runs))
             mlc_chain = statistics.median(timed(chain, mlc_env, args.runs))
             mlc_bare = statistics.median(timed(["cm", "version"], mlc_env, args.runs))
             rows.append(("MLCommons' collection registered (+286 scripts):", None, None))
-            rows.append(("  `detect,os` (MLCommons' script, our engine)", single, GOAL_SINGLE_WITH_MLCOMMONS))
+            rows.append(("  one cached script", single, GOAL_SINGLE_WITH_MLCOMMONS))
+            rows.append(("  `detect,os` (theirs; not cached: run.sh each time)", detect_os, GOAL_SINGLE_WITH_MLCOMMONS))
             rows.append(("  cached chain of 15 scripts (vs ours alone)", mlc_chain, cached))
             rows.append(("  bare `cm version` (vs ours alone)", mlc_bare, bare))
     print(f"{'measurement':52s} {'median s':>9s} {'vs goal':>8s}")
@@ -123,9 +129,9 @@ def main() -> None:
         print(f"{name:52s}" + ("" if seconds is None else f" {seconds:9.3f} {seconds / goal:8.2f}"))
     print(f"goal: <= {GOAL_SECONDS} s for the cached chain; {'met' if cached <= GOAL_SECONDS else 'NOT met'}"
           f" ({args.runs} runs each, median)")
-    if len(rows) > 2:
-        single, mlc_chain, mlc_bare = rows[3][1], rows[4][1], rows[5][1]
-        print(f"with MLCommons' collection: detect,os <= {GOAL_SINGLE_WITH_MLCOMMONS} s "
+    if len(rows) > 3:
+        single, mlc_chain, mlc_bare = rows[4][1], rows[6][1], rows[7][1]
+        print(f"with MLCommons' collection: one cached script <= {GOAL_SINGLE_WITH_MLCOMMONS} s "
               f"{'met' if single <= GOAL_SINGLE_WITH_MLCOMMONS else 'NOT met'}; chain {mlc_chain / cached:.2f}x "
               f"the time with ours alone; the engine's share above cmind's start-up: {mlc_chain - mlc_bare:.3f} s "
               f"(ours alone: {cached - bare:.3f} s)")
