@@ -94,8 +94,10 @@ def main() -> None:
     parser.add_argument("--cm4mlops", type=Path, default=CM4MLOPS, help="MLCommons' collection (.tar.gz)")
     args = parser.parse_args()
     rows = []
+    previous_cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        os.chdir(tmp)  # uncached scripts run in the current folder (CM's rule): keep their files out of the checkout
         make_repo(tmp_path / "bench-repo")
         env = dict(os.environ, CM_REPOS=str(tmp_path / "home"))
         env.pop("CM_CACHE_DIR", None)
@@ -124,6 +126,7 @@ def main() -> None:
             rows.append(("  `detect,os` (theirs; not cached: run.sh each time)", detect_os, GOAL_SINGLE_WITH_MLCOMMONS))
             rows.append(("  cached chain of 15 scripts (vs ours alone)", mlc_chain, cached))
             rows.append(("  bare `cm version` (vs ours alone)", mlc_bare, bare))
+        os.chdir(previous_cwd)
     print(f"{'measurement':52s} {'median s':>9s} {'vs goal':>8s}")
     for name, seconds, goal in rows:
         print(f"{name:52s}" + ("" if seconds is None else f" {seconds:9.3f} {seconds / goal:8.2f}"))
