@@ -57,3 +57,44 @@ def cm_home(tmp_path_factory):
     for repo in (REPO_ROOT, FIXTURE_REPO):
         subprocess.run(["cm-register-repo", str(repo)], env=env, check=True, capture_output=True)
     return home
+
+
+def hook_input(script: str, env: dict, inputs: dict | None = None) -> dict:
+    """The dict the engine hands a script's customize.py hooks."""
+    return {"env": env, "state": {}, "input": inputs or {}, "meta": {},
+            "run_script_input": {"path": str(SCRIPTS_DIR / script)}}
+
+
+def script_step(script: str, env: dict, inputs: dict | None = None) -> dict:
+    """What the engine does: customize.py's checks, then run.py's work in the current folder, its env merged."""
+    from cm_mlperf import run_step
+
+    r = load_script_module(script).preprocess(hook_input(script, env, inputs))
+    if r["return"]:
+        return r
+    try:
+        new_env, _ = load_script_module(script, "run").main(dict(env))
+    except run_step.StepError as e:
+        return {"return": 1, "error": str(e)}
+    env.update(new_env)
+    return {"return": 0}
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll `predicate` every 50 ms; AssertionError naming `what` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process still runs (a zombie has finished)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

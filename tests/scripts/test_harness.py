@@ -19,6 +19,8 @@ import onnx.helper as oh
 import onnx.numpy_helper as onh
 import pytest
 from conftest import SCRIPTS_DIR
+from conftest import process_alive as _alive
+from conftest import wait_for as _wait_for
 
 SCRIPT = "app-mlperf-inference-python"
 RUN_PY = SCRIPTS_DIR / SCRIPT / "run.py"
@@ -363,22 +365,6 @@ def test_audit_config_reaches_loadgen_and_not_the_next_run(tiny, tmp_path):
     _, r = run_harness(tiny, out, tmp_path / "run2", **settings)
     assert r["audit"] is False and not (out / "audit.config").exists()
     assert _detail_value(out, "effective_performance_issue_same") == 0
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has finished
-    except FileNotFoundError:
-        return False
 
 
 # A 60 s SingleStream run, started the way the engine starts it: a parent process (cm) with run.py as its child.

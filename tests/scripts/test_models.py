@@ -13,31 +13,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from cm_mlperf import run_step
 from cm_mlperf.onnx_facts import label_offset
 from conftest import SCRIPTS_DIR, load_script_module
+from conftest import hook_input as _hook_input
+from conftest import script_step as _step
 
 EFFNET = "get-ml-model-efficientnet-lite0"
 RESNET = "get-ml-model-resnet50"
 CUSTOM = "get-ml-model-custom"
 LIGHT_RESNET50 = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
-
-
-def _hook_input(script: str, env: dict[str, str]) -> dict:
-    return {"env": env, "state": {}, "input": {}, "meta": {}, "run_script_input": {"path": str(SCRIPTS_DIR / script)}}
-
-
-def _step(script: str, env: dict[str, str]) -> dict:
-    """What the engine does: customize.py's checks, then run.py's work in the current folder, its env merged."""
-    r = load_script_module(script).preprocess(_hook_input(script, env))
-    if r["return"]:
-        return r
-    try:
-        new_env, _ = load_script_module(script, "run").main(dict(env))
-    except run_step.StepError as e:
-        return {"return": 1, "error": str(e)}
-    env.update(new_env)
-    return {"return": 0}
 
 
 def _sha256(path: Path) -> str:
