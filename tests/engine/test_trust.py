@@ -14,6 +14,7 @@ import pytest
 from cm_script_engine import api
 from cm_script_engine.cache import CacheStore
 from conftest import FIXTURE_REPO, cm_env
+from conftest import process_alive as _alive
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -160,17 +161,6 @@ def test_native_crash_names_the_script_and_the_rerun(cm_home, tmp_path):
     assert "script 'fx-segv' crashed" in r.stderr and "SIGSEGV" in r.stderr
     assert "about to crash" in r.stderr and "re-run just this step: cm run script --tags=fx,segv" in r.stderr
     assert os.listdir(Path(cm_home) / "cache" / ".tmp") == []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie has exited already
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _start_slow(home: Path, tmp_path: Path) -> tuple[subprocess.Popen, int]:
