@@ -48,7 +48,7 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
                   model_name: str | None = None, layout: str = "NCHW", height: int = 224, width: int = 224,
                   verify: bool = True, rtol: float = DEFAULT_RTOL, preprocessed_path: str | None = None,
                   database_dir: str | None = None, host_flags: Sequence[str] = (), model_sha256: str = "",
-                  log: Log = _log) -> dict[str, Any]:
+                  conv_layout: str = "NCHW", log: Log = _log) -> dict[str, Any]:
     """Import, build, export, verify; writes `model-<name>-b<bs>.so` and `compile-info.json` in out_dir.
     Returns the info dict plus 'so_path' (absolute) and 'target_json'."""
     import tvm
@@ -77,7 +77,9 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
     fixed, rewritten = set_batch_size(model, name, int(batch_size))
     if rewritten:
         log(f"batch {batch_size}: rewrote {rewritten} Reshape shape constant(s) that baked in the original batch")
-    mod = import_onnx(fixed, name, shape)
+    mod, blocked = tvm_layout.apply(import_onnx(fixed, name, shape), target, conv_layout)
+    if blocked:
+        log(f"convolutions in the blocked {conv_layout} layout: {blocked} rewritten")
     import_s = time.perf_counter() - t0
     log(f"imported into Relax in {import_s:.1f} s; compiling "
         f"{'with the tuning database' if database_dir else '(untuned CPU code can take minutes)'}...")
@@ -108,6 +110,7 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
         "mcpu": mcpu,
         "num_cores": int(num_cores),
         "pipeline": pipeline,
+        "conv_layout": conv_layout,
         "tuning_database": bool(database_dir),
         "tvm_version": str(tvm.__version__),
         "reshape_constants_rewritten": rewritten,

@@ -23,6 +23,7 @@ from typing import Any
 from cm_mlperf.tvm import databases as tvm_databases
 from cm_mlperf.tvm import errors as tvm_errors
 from cm_mlperf.tvm import frontend as tvm_frontend
+from cm_mlperf.tvm import layout as tvm_layout
 from cm_mlperf.tvm import runtime as tvm_runtime
 from cm_mlperf.tvm import target as tvm_target
 from cm_mlperf.tvm import tune_builders as tvm_tune_builders
@@ -200,7 +201,8 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
                min_trials_per_task: int = MIN_TRIALS_PER_TASK, max_trials_per_iter: int = MAX_TRIALS_PER_ITER,
                min_repeat_ms: int = 100, population: int = DEFAULT_POPULATION, seed: int | None = None,
                host_flags: Sequence[str] = (), model_sha256: str = "", progress_bar: bool = True,
-               rpc: dict[str, Any] | None = None, focus: float = 1.0, log: Log = log) -> dict[str, Any]:
+               rpc: dict[str, Any] | None = None, focus: float = 1.0, conv_layout: str = "NCHW",
+               log: Log = log) -> dict[str, Any]:
     """Tune and write the database (+ tuning-info.json, logs/) into out_dir. Returns the info dict plus
     'database_dir' (absolute). `focus` < 1 tunes only the tasks that take that share of the model's time (see
     focus_tasks): for growing a database whose every task already has a record."""
@@ -237,10 +239,12 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
     shape = tvm_frontend.model_input_shape(model, name, int(batch_size), layout, int(height), int(width))
     model_name = model_name or Path(onnx_path).stem
     fixed, _ = tvm_frontend.set_batch_size(model, name, int(batch_size))  # as compile-tvm-model does
-    mod = tuning_module(tvm_frontend.import_onnx(fixed, name, shape), target)
+    mod, blocked = tvm_layout.apply(tvm_frontend.import_onnx(fixed, name, shape), target, conv_layout)
+    mod = tuning_module(mod, target)
     tasks = extract_tasks(mod, target)
     target_text = tvm_target.target_json(target)
-    log(f"model {model_name}, input '{name}' {shape}, target {target_text}: {len(tasks)} tuning tasks")
+    log(f"model {model_name}, input '{name}' {shape}, target {target_text}, convolutions {conv_layout}"
+        f"{f' ({blocked} blocked)' if blocked else ''}: {len(tasks)} tuning tasks")
 
     database = ms.database.JSONDatabase(work_dir=str(out), module_equality="structural")
     covered_before = sum(1 for t in tasks if database.has_workload(t.dispatched[0]))
@@ -338,6 +342,7 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         "target": json.loads(target_text),
         "mcpu": mcpu,
         "num_cores": int(num_cores),
+        "conv_layout": conv_layout,
         "tvm_version": str(tvm.__version__),
         "trials_requested": plan["requested"],
         "trials_budget": plan["budget"],
