@@ -36,7 +36,8 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
         chosen = databases.choose(user_db=_user_path(env.get("CM_TVM_TUNING_DB", "")), shipped_root=shipped,
                                   model_name=env.get("CM_ML_MODEL_NAME", ""),
                                   model_sha256=env.get("CM_ML_MODEL_SHA256", ""), batch_size=batch,
-                                  family=_family(env), tvm_version=env.get("CM_TVM_VERSION", ""))
+                                  family=_family(env), tvm_version=env.get("CM_TVM_VERSION", ""),
+                                  conv_layout=env.get("CM_TVM_CONV_LAYOUT", "") or "auto")
     except databases.TuningDatabaseError as e:
         return {"return": 1, "error": str(e)}
     env.update(chosen)

@@ -217,7 +217,8 @@ def _tvm_tuning(env: dict[str, Any]) -> dict[str, Any] | None:
     if env["CM_MLPERF_BACKEND"] != "tvm":
         return None
     return {"tuned": env.get("CM_TVM_TUNED") == "yes", "database": env.get("CM_TVM_TUNING_DB_USED") or None,
-            "source": env.get("CM_TVM_TUNING_DB_SOURCE") or None, "note": env.get("CM_TVM_TUNING_DB_NOTE") or None}
+            "source": env.get("CM_TVM_TUNING_DB_SOURCE") or None, "note": env.get("CM_TVM_TUNING_DB_NOTE") or None,
+            "conv_layout": env.get("CM_TVM_CONV_LAYOUT_USED") or None}
 
 
 def postprocess(i: dict[str, Any]) -> dict[str, Any]:

@@ -61,9 +61,10 @@ def full_step(customize, step, i: dict) -> dict:
 
 
 def model_env(path: Path) -> dict[str, str]:
+    # NCHW convolutions (--conv_layout=nchw): three tasks, counted below; test_tvm_layout.py tunes the NCHWc default
     return {"CM_ML_MODEL_FILE_WITH_PATH": str(path), "CM_ML_MODEL_NAME": "tinytune", "CM_ML_MODEL_INPUT_NAME": "x",
             "CM_ML_MODEL_OUTPUT_NAME": "logits", "CM_ML_MODEL_IMAGE_HEIGHT": "8", "CM_ML_MODEL_IMAGE_WIDTH": "8",
-            "CM_TVM_TUNING_POPULATION": POPULATION, "CM_TVM_NUM_THREADS": "2"}
+            "CM_TVM_TUNING_POPULATION": POPULATION, "CM_TVM_NUM_THREADS": "2", "CM_TVM_CONV_LAYOUT": "nchw"}
 
 
 def engine_run(cache: Path, tags: str, env: dict[str, str], **inputs) -> dict:

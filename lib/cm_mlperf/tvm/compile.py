@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cm_mlperf.tvm import layout as tvm_layout
 from cm_mlperf.tvm.build import DEFAULT_PIPELINE, build, export_library
 from cm_mlperf.tvm.errors import TVMCompileError
 from cm_mlperf.tvm.frontend import import_onnx, load_onnx, model_input_shape, resolve_input_name, set_batch_size

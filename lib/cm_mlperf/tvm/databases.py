@@ -5,11 +5,14 @@ A database is a folder with `database_workload.json` (one `[structural hash, bas
 `database_tuning_record.json` (one `[workload line index, [trace, run seconds, target, args]]` per line), as TVM's
 JSONDatabase writes them, plus our `manifest.json`:
 
-    {"name", "model_name", "model_sha256", "batch_size", "family", "family_extras", "tuned_on": {cpu, mcpu, vendor},
+    {"name", "model_name", "model_sha256", "batch_size", "conv_layout", "family", "family_extras",
+     "tuned_on": {cpu, mcpu, vendor},
      "target", "tvm_version", "trials", "tuning_seconds", "date", "records", "workloads", "per_task": [...]}
 
 TVM looks records up by workload hash only (the target is not compared), so which database fits which CPU is our
-decision: the manifest's `family` (cm_mlperf.tvm.family) must equal the host's.
+decision: the manifest's `family` (cm_mlperf.tvm.family) must equal the host's. The convolution layout the model was
+tuned in (`conv_layout`: NCHW as imported, or NCHWc blocked, cm_mlperf.tvm.layout) is part of the key too: its
+kernels are other TIR functions, so a database of one layout has no records for the other.
 """
 from __future__ import annotations
 
@@ -31,6 +34,10 @@ RECORDS = "database_tuning_record.json"
 DB_FILES = (WORKLOADS, RECORDS)
 MANIFEST = "manifest.json"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+# --conv_layout values; "auto" takes the layout of the database that fits, preferring the first of LAYOUT_PREFERENCE
+CONV_LAYOUT_CHOICES = ("auto", "nchwc", "nchw")
+LAYOUT_PREFERENCE = ("NCHWc", "NCHW")
+DEFAULT_CONV_LAYOUT = "NCHWc"  # for tuning from zero and untuned builds
 
 
 class TuningDatabaseError(ValueError):
@@ -165,8 +172,35 @@ def _us(seconds: float | None) -> float | None:
     return None if seconds is None else round(float(seconds) * 1e6, 2)
 
 
+def normalise_layout(raw: str, flag: str = "--conv_layout") -> str:
+    """'auto' -> '' (decide from the databases), 'nchw'/'nchwc' in any case -> 'NCHW'/'NCHWc'."""
+    value = (raw or "auto").strip().lower()
+    if value == "auto":
+        return ""
+    for layout in LAYOUT_PREFERENCE:
+        if value == layout.lower():
+            return layout
+    raise TuningDatabaseError(f"{flag}={raw}: choose one of {', '.join(CONV_LAYOUT_CHOICES)} (nchwc: convolutions "
+                              f"on channel blocks of one vector, as onnxruntime runs them; nchw: as imported)")
+
+
+def database_layout(folder: str | os.PathLike[str]) -> str:
+    """The convolution layout a database folder was tuned in: its manifest's, else its tuning-info.json's, else
+    NCHW (databases made before the layout was recorded)."""
+    folder = Path(folder)
+    layout = read_manifest(folder).get("conv_layout")
+    info = folder / "tuning-info.json"
+    if not layout and info.is_file():
+        try:
+            layout = json.loads(info.read_text()).get("conv_layout")
+        except ValueError:
+            layout = None
+    return layout or "NCHW"
+
+
 def make_manifest(folder: str | os.PathLike[str], *, name: str, model_name: str, model_sha256: str, batch_size: int,
-                  family: str, family_extras: Iterable[str] = (), tuned_on: Mapping[str, Any] | None = None,
+                  family: str, family_extras: Iterable[str] = (), conv_layout: str = "NCHW",
+                  tuned_on: Mapping[str, Any] | None = None,
                   target: Mapping[str, Any] | None = None, tvm_version: str = "", trials: int | None = None,
                   tuning_seconds: float | None = None, info: Mapping[str, Any] | None = None,
                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -178,6 +212,7 @@ def make_manifest(folder: str | os.PathLike[str], *, name: str, model_name: str,
         "model_name": model_name,
         "model_sha256": model_sha256,
         "batch_size": int(batch_size),
+        "conv_layout": conv_layout,
         "family": family,
         "family_extras": sorted(family_extras),
         "tuned_on": dict(tuned_on or {}),
@@ -253,12 +288,13 @@ def _tvm_series(version: str) -> str:
 
 
 def find_shipped(root: str | os.PathLike[str], *, model_sha256: str, batch_size: int, family: str,
-                 tvm_version: str = "") -> tuple[Path | None, list[dict[str, Any]]]:
-    """The shipped database under root for this model, batch and CPU family (the one with most trials), and the
-    manifests of every shipped database (for the message when none fits)."""
+                 tvm_version: str = "", conv_layout: str = "") -> tuple[Path | None, list[dict[str, Any]]]:
+    """The shipped database under root for this model, batch, CPU family and convolution layout ("": any, the
+    first of LAYOUT_PREFERENCE that has one), the one with most trials; and the manifests of every shipped
+    database (for the message when none fits)."""
     root = Path(root)
     manifests = []
-    best: tuple[int, Path] | None = None
+    best: tuple[tuple[int, int], Path] | None = None
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         manifest = read_manifest(folder)
         if not manifest:
@@ -270,57 +306,86 @@ def find_shipped(root: str | os.PathLike[str], *, model_sha256: str, batch_size:
             continue
         if tvm_version and _tvm_series(manifest.get("tvm_version", "")) != _tvm_series(tvm_version):
             continue  # another TVM release hashes the TIR differently: its records would not be found
-        trials = int(manifest.get("trials") or 0)
-        if best is None or trials > best[0]:
-            best = (trials, folder)
+        layout = manifest.get("conv_layout") or "NCHW"
+        if conv_layout and layout != conv_layout:
+            continue
+        rank = -LAYOUT_PREFERENCE.index(layout) if layout in LAYOUT_PREFERENCE else -len(LAYOUT_PREFERENCE)
+        score = (rank, int(manifest.get("trials") or 0))
+        if best is None or score > best[0]:
+            best = (score, folder)
     return (best[1] if best else None), manifests
 
 
 def describe(manifest: Mapping[str, Any]) -> str:
-    """One line: name, trials, tuning time, where it was tuned."""
+    """One line: name, layout, trials, tuning time, where it was tuned."""
     minutes = manifest.get("tuning_seconds")
     when = f", {float(minutes) / 60:.0f} min" if minutes else ""
     on = manifest.get("tuned_on", {}).get("mcpu") or manifest.get("target", {}).get("mcpu") or "?"
-    return f"{manifest.get('name', '?')} ({manifest.get('trials', '?')} trials{when}, tuned on {on})"
+    layout = manifest.get("conv_layout") or "NCHW"
+    return f"{manifest.get('name', '?')} ({layout}, {manifest.get('trials', '?')} trials{when}, tuned on {on})"
 
 
-def tune_command(model_name: str, batch_size: int) -> str:
-    """The command that tunes (and then applies) a database for this model and batch."""
+def tune_command(model_name: str, batch_size: int, conv_layout: str = "") -> str:
+    """The command that tunes (and then applies) a database for this model, batch and layout."""
     model = "" if model_name in ("", "efficientnet-lite0") else f",_{model_name}"
     batch = "" if int(batch_size) == 1 else f" --batch_size={int(batch_size)}"
-    return f"cm run script --tags=run-mlperf,inference,_tvm{model},_tune --tuning_trials=3000{batch}"
+    layout = f" --conv_layout={conv_layout.lower()}" if conv_layout and conv_layout != DEFAULT_CONV_LAYOUT else ""
+    return f"cm run script --tags=run-mlperf,inference,_tvm{model},_tune --tuning_trials=3000{batch}{layout}"
 
 
 def choose(*, user_db: str, shipped_root: str | os.PathLike[str], model_name: str, model_sha256: str,
-           batch_size: int, family: str, tvm_version: str = "") -> dict[str, str]:
+           batch_size: int, family: str, tvm_version: str = "", conv_layout: str = "auto") -> dict[str, str]:
     """The database a compile applies, as env: CM_TVM_TUNING_DB_PATH (folder or archive, "" for none),
-    CM_TVM_TUNING_DB_SHA256 (content), CM_TVM_TUNING_DB_SOURCE (user, shipped, none), CM_TVM_TUNING_DB_NAME, and
-    CM_TVM_TUNING_DB_NOTE (one line for the user). `user_db`: --tuning_db (a path, or "no" for untuned)."""
+    CM_TVM_TUNING_DB_SHA256 (content), CM_TVM_TUNING_DB_SOURCE (user, shipped, none), CM_TVM_TUNING_DB_NAME,
+    CM_TVM_CONV_LAYOUT_USED (the layout to compile and tune in: the database's) and CM_TVM_TUNING_DB_NOTE (one
+    line for the user). `user_db`: --tuning_db (a path, or "no" for untuned); `conv_layout`: --conv_layout."""
+    wanted = normalise_layout(conv_layout)
     user_db = (user_db or "").strip()
     if user_db.lower() in ("no", "none", "off", "untuned"):
         return {"CM_TVM_TUNING_DB_PATH": "", "CM_TVM_TUNING_DB_SHA256": "", "CM_TVM_TUNING_DB_SOURCE": "none",
-                "CM_TVM_TUNING_DB_NAME": "untuned", "CM_TVM_TUNING_DB_NOTE": "--tuning_db=no: compiling untuned"}
+                "CM_TVM_TUNING_DB_NAME": "untuned", "CM_TVM_CONV_LAYOUT_USED": wanted or DEFAULT_CONV_LAYOUT,
+                "CM_TVM_TUNING_DB_NOTE": "--tuning_db=no: compiling untuned"}
     if user_db:
         path = Path(user_db)
         if not is_archive(path):
             check_folder(path)
         elif not path.is_file():
             raise TuningDatabaseError(f"--tuning_db={path}: no such file")
+        layout = database_layout(path) if path.is_dir() else _archive_layout(path)
+        if wanted and wanted != layout:
+            raise TuningDatabaseError(f"--conv_layout={conv_layout} but --tuning_db={path} was tuned with "
+                                      f"{layout} convolutions: drop --conv_layout, or give a {wanted} database")
         name = read_manifest(path).get("name", "") if path.is_dir() else ""
         return {"CM_TVM_TUNING_DB_PATH": str(path.resolve()), "CM_TVM_TUNING_DB_SHA256": content_sha256(path),
                 "CM_TVM_TUNING_DB_SOURCE": "user", "CM_TVM_TUNING_DB_NAME": name or path.name,
-                "CM_TVM_TUNING_DB_NOTE": f"applying the tuning database {path}"}
+                "CM_TVM_CONV_LAYOUT_USED": layout, "CM_TVM_TUNING_DB_NOTE": f"applying the tuning database {path}"}
     found, manifests = find_shipped(shipped_root, model_sha256=model_sha256, batch_size=batch_size, family=family,
-                                    tvm_version=tvm_version)
+                                    tvm_version=tvm_version, conv_layout=wanted)
     if found is not None:
         manifest = read_manifest(found)
         return {"CM_TVM_TUNING_DB_PATH": str(found.resolve()), "CM_TVM_TUNING_DB_SHA256": content_sha256(found),
                 "CM_TVM_TUNING_DB_SOURCE": "shipped", "CM_TVM_TUNING_DB_NAME": manifest.get("name", found.name),
+                "CM_TVM_CONV_LAYOUT_USED": manifest.get("conv_layout") or "NCHW",
                 "CM_TVM_TUNING_DB_NOTE": f"applying the shipped tuning database {describe(manifest)}"}
+    layout = wanted or DEFAULT_CONV_LAYOUT
     same_model = [m["name"] for m in manifests if m.get("model_sha256") == model_sha256]
     have = f" (shipped for this model: {', '.join(same_model)})" if same_model else ""
     return {"CM_TVM_TUNING_DB_PATH": "", "CM_TVM_TUNING_DB_SHA256": "", "CM_TVM_TUNING_DB_SOURCE": "none",
-            "CM_TVM_TUNING_DB_NAME": "untuned",
-            "CM_TVM_TUNING_DB_NOTE": f"no tuning database for {model_name or 'this model'} at batch {batch_size} on a "
-                                     f"{family} CPU{have}: TVM runs untuned (slow); tune one with: "
-                                     f"{tune_command(model_name, batch_size)}"}
+            "CM_TVM_TUNING_DB_NAME": "untuned", "CM_TVM_CONV_LAYOUT_USED": layout,
+            "CM_TVM_TUNING_DB_NOTE": f"no tuning database for {model_name or 'this model'} at batch {batch_size} "
+                                     f"({layout}) on a {family} CPU{have}: TVM runs untuned (slow); tune one with: "
+                                     f"{tune_command(model_name, batch_size, layout)}"}
+
+
+def _archive_layout(path: Path) -> str:
+    """database_layout() of a .tar.gz export, read from its manifest without unpacking the rest."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and Path(member.name).name == MANIFEST:
+                    data = tar.extractfile(member)
+                    if data is not None:
+                        return json.loads(data.read().decode()).get("conv_layout") or "NCHW"
+    except (OSError, tarfile.TarError, ValueError) as e:
+        raise TuningDatabaseError(f"--tuning_db={path}: not a readable .tar.gz ({e})") from e
+    return "NCHW"

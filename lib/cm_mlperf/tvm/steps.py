@@ -110,7 +110,8 @@ def compile_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, 
             pipeline=env.get("CM_TVM_PIPELINE", "") or DEFAULT_PIPELINE,
             verify=str(env.get("CM_TVM_VERIFY", "yes")).strip().lower() in TRUE_WORDS, rtol=rtol,
             preprocessed_path=env.get("CM_DATASET_PREPROCESSED_PATH", "") or None, database_dir=db_dir,
-            host_flags=env.get("CM_HOST_CPU_FLAGS", "").split(), model_sha256=env.get("CM_ML_MODEL_SHA256", ""))
+            host_flags=env.get("CM_HOST_CPU_FLAGS", "").split(), model_sha256=env.get("CM_ML_MODEL_SHA256", ""),
+            conv_layout=conv_layout(env))
     except TVMCompileError as e:
         raise StepError(str(e)) from e
     verification = info["verification"]
@@ -135,6 +136,7 @@ def compile_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, 
         "CM_TVM_TUNING_DB_USED": used,
         "CM_TVM_TUNING_DB_SOURCE": db_env["CM_TVM_TUNING_DB_SOURCE"],
         "CM_TVM_FRAMEWORK": framework,
+        "CM_TVM_CONV_LAYOUT_USED": info["conv_layout"],
         # for the process that runs the library (the harness): TVM reads it when its thread pool starts
         **runtime_spin_env(env),
     }, {}
@@ -190,7 +192,7 @@ def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any
             width=env_int(env, "CM_ML_MODEL_IMAGE_WIDTH", 224, "CM_ML_MODEL_IMAGE_WIDTH"),
             builder=builder, cost_model=cost_model, population=population,
             host_flags=env.get("CM_HOST_CPU_FLAGS", "").split(), model_sha256=env.get("CM_ML_MODEL_SHA256", ""),
-            rpc=rpc, focus=focus)
+            rpc=rpc, focus=focus, conv_layout=conv_layout(env))
     except (TVMCompileError, databases.TuningDatabaseError) as e:
         raise StepError(str(e)) from e
     return {
@@ -199,6 +201,20 @@ def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any
         "CM_TVM_TUNING_SECONDS": f"{info['seconds']:.1f}",
         "CM_TVM_TUNING_INFO": os.path.join(info["database_dir"], "tuning-info.json"),
     }, {}
+
+
+def conv_layout(env: Mapping[str, str]) -> str:
+    """The convolution layout to compile / tune in: get-tvm-tuning-db's CM_TVM_CONV_LAYOUT_USED, else --conv_layout
+    (CM_TVM_CONV_LAYOUT, when a step runs without that script), else NCHW."""
+    from cm_mlperf.tvm import databases
+
+    used = (env.get("CM_TVM_CONV_LAYOUT_USED", "") or "").strip()
+    if used:
+        return databases.normalise_layout(used, "CM_TVM_CONV_LAYOUT_USED") or "NCHW"
+    try:
+        return databases.normalise_layout(env.get("CM_TVM_CONV_LAYOUT", "") or "nchw") or "NCHW"
+    except databases.TuningDatabaseError as e:
+        raise StepError(str(e)) from e
 
 
 def tuning_focus(env: Mapping[str, str]) -> float:
@@ -264,6 +280,7 @@ def export_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, A
                 pruned, name=name, model_name=model,
                 model_sha256=info.get("onnx_sha256") or old.get("model_sha256") or env.get("CM_ML_MODEL_SHA256", ""),
                 batch_size=batch, family=fam,
+                conv_layout=info.get("conv_layout") or old.get("conv_layout") or "NCHW",
                 family_extras=old.get("family_extras") or family.family_extras(flags),
                 tuned_on=old.get("tuned_on") or {"cpu": env.get("CM_HOST_CPU_MODEL_NAME", ""),
                                                  "vendor": env.get("CM_HOST_CPU_VENDOR_ID", ""),
