@@ -1,6 +1,6 @@
 """cm_mlperf.tvm.layout: the blocked NCHW[b]c rewrite, checked against onnxruntime on a small MobileNet-like graph
-(3-channel stem, depthwise 3x3 and 5x5, Clip as ReLU6, 24 channels = not a multiple of the block, a residual add,
-global average pool, classifier), the numpy re-layouts against plain loops, and what a database's layout selects."""
+(3-channel stem, depthwise 3x3 and 5x5, Clip as ReLU6, 24 channels = not a multiple of the block, batch norm, a
+residual Sum, global average pool, classifier), the numpy re-layouts against plain loops, and what a database's layout selects."""
 from __future__ import annotations
 
 import json
@@ -29,6 +29,7 @@ def make_mbconv_onnx(path: Path, seed: int = 3) -> Path:
         "dw5_w": w(48, 1, 5, 5), "dw5_b": w(48),
         "pr_w": w(24, 48, 1, 1), "pr_b": w(24),
         "fc": w(24, 10), "fc_b": w(10),
+        "bn_s": w(24), "bn_b": w(24), "bn_m": w(24), "bn_v": (0.5 + rng.uniform(size=24)).astype(np.float32),
         "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32),
     }
     n = helper.make_node
@@ -37,13 +38,14 @@ def make_mbconv_onnx(path: Path, seed: int = 3) -> Path:
         n("Clip", ["s", "lo", "hi"], ["s6"]),
         n("Conv", ["s6", "dw_w", "dw_b"], ["d"], group=16, pads=[1, 1, 1, 1]),
         n("Clip", ["d", "lo", "hi"], ["d6"]),
-        n("Conv", ["d6", "pw_w", "pw_b"], ["p"]),  # 24 channels: padded to 32 inside
+        n("Conv", ["d6", "pw_w", "pw_b"], ["p0"]),  # 24 channels: padded to 32 inside
+        n("BatchNormalization", ["p0", "bn_s", "bn_b", "bn_m", "bn_v"], ["p"]),  # a tuple in Relax
         n("Conv", ["p", "ex_w", "ex_b"], ["e"]),
         n("Relu", ["e"], ["er"]),
         n("Conv", ["er", "dw5_w", "dw5_b"], ["d5"], group=48, pads=[2, 2, 2, 2]),
         n("Clip", ["d5", "lo", "hi"], ["d56"]),
         n("Conv", ["d56", "pr_w", "pr_b"], ["pr"]),
-        n("Add", ["pr", "p"], ["res"]),  # residual add of two padded blocked tensors
+        n("Sum", ["pr", "p"], ["res"]),  # residual add of two padded blocked tensors (stack + sum in Relax)
         n("GlobalAveragePool", ["res"], ["g"]),
         n("Flatten", ["g"], ["f"], axis=1),
         n("MatMul", ["f", "fc"], ["m"]),

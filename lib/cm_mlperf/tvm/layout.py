@@ -6,7 +6,8 @@ stop layout propagation. `to_blocked(mod, block)` rewrites the model's `main` it
 
 - every conv2d whose channels allow it becomes TOPI's `conv2d_NCHWc` (groups 1) or a depthwise NCHWc compute,
   its weights re-laid out once at compile time (numpy), channel counts that are not a multiple of the block padded
-  with zeros (zero weights and zero bias keep the padded channels at exactly 0 through ReLU/Clip and residual adds);
+  with zeros: the padded channels only ever meet zero weights in the next convolution and are cut off before
+  anything else reads the tensor, so they only have to stay finite (a padded divisor is 1, not 0);
 - element-wise ops (add, maximum, minimum, relu, clip, ...) on a blocked tensor stay blocked, their constant
   operands (per-channel bias, scalars) re-laid out the same way;
 - anything else (pooling, mean, reshape, matmul, the outputs) gets the plain NCHW tensor back through one layout
@@ -40,9 +41,10 @@ def _ceil_to(n: int, b: int) -> int:
 
 # ----------------------------------------------------------------------------- numpy re-layouts (compile time)
 
-def block_activation_const(a: np.ndarray, channels: int, block: int) -> np.ndarray | None:
+def block_activation_const(a: np.ndarray, channels: int, block: int, pad_value: float = 0.0) -> np.ndarray | None:
     """A constant operand of an element-wise op on an NCHW tensor, re-laid out for the blocked tensor: shape
-    (1|N, C, 1, 1) or (C, 1, 1) -> (1|N, C/b, 1, 1, b); scalars stay; None when it does not broadcast that way."""
+    (1|N, C, 1, 1) or (C, 1, 1) -> (1|N, C/b, 1, 1, b), padded channels set to pad_value (1 for a divisor: the
+    padded channels must stay finite); scalars stay; None when it does not broadcast that way."""
     if a.ndim == 0 or a.size == 1:
         return a.reshape(())
     if a.ndim == 3:
@@ -50,7 +52,7 @@ def block_activation_const(a: np.ndarray, channels: int, block: int) -> np.ndarr
     if a.ndim != 4 or a.shape[1] != channels or a.shape[2] != 1 or a.shape[3] != 1:
         return None
     cp = _ceil_to(channels, block)
-    padded = np.zeros((a.shape[0], cp, 1, 1), dtype=a.dtype)
+    padded = np.full((a.shape[0], cp, 1, 1), pad_value, dtype=a.dtype)
     padded[:, :channels] = a
     return np.ascontiguousarray(padded.reshape(a.shape[0], cp // block, block, 1, 1).transpose(0, 1, 3, 4, 2))
 
@@ -107,7 +109,8 @@ def conv_nchwc(data: Any, kernel: Any, strides: tuple[int, int], padding: tuple[
 
 # ----------------------------------------------------------------------------- the rewrite
 
-_ELEMENTWISE_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.maximum", "relax.minimum")
+_ELEMENTWISE_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+                       "relax.minimum")
 _ELEMENTWISE_UNARY = ("relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.nn.silu")
 
 
@@ -150,6 +153,9 @@ class _Blocker:
         self.env: dict[Any, Any] = {}          # old var -> new expr (plain layout)
         self.blocked: dict[Any, tuple[Any, int]] = {}  # old var -> (blocked new expr, real channel count)
         self.plain_cache: dict[Any, Any] = {}
+        # bindings held back while their parts are blocked, emitted in NCHW only if something else reads them:
+        # tuples (the frontend's BatchNormalization returns one) and stacks (ONNX Sum = stack + sum over axis 0)
+        self.deferred: dict[Any, Any] = {}
         self.converted = 0
 
     # -- helpers
@@ -158,6 +164,9 @@ class _Blocker:
         if expr in self.blocked:
             return self.plain(expr)
         if expr in self.env:
+            return self.env[expr]
+        if expr in self.deferred:
+            self.env[expr] = self.bb.emit(self._plain_value(self.deferred.pop(expr)))
             return self.env[expr]
         if isinstance(expr, self.relax.Tuple):
             return self.relax.Tuple([self.arg(f) for f in expr.fields])
@@ -244,7 +253,8 @@ class _Blocker:
             value = _const_array(a)
             if value is None:
                 return None
-            relaid = block_activation_const(value, channels, b)
+            divisor = op_name == "relax.divide" and a is args[-1]
+            relaid = block_activation_const(value, channels, b, 1.0 if divisor else 0.0)
             if relaid is None:
                 return None
             new_args.append(self.relax.const(relaid, str(value.dtype)))
@@ -264,11 +274,50 @@ class _Blocker:
         new, channels = self.blocked[args[0]]
         return self.bb.emit(op(new, self.relax.const(float(value.reshape(())), "float32"))), channels
 
+    def same_shape_alias(self, call: Any) -> tuple[Any, int] | None:
+        """broadcast_to(x, shape of x): the blocked x itself."""
+        source = call.args[0]
+        if source in self.blocked and _shape(call) == _shape(source):
+            return self.blocked[source]
+        return None
+
+    def sum_of_stack(self, call: Any) -> tuple[Any, int] | None:
+        """sum(stack((a, b, ...), axis=0), axis=[0]) of blocked a, b, ...: a + b + ... in blocks."""
+        stacked = self.deferred.get(call.args[0])
+        axis = [int(a) for a in call.attrs.axis] if call.attrs.axis is not None else None
+        if stacked is None or axis != [0] or bool(call.attrs.keepdims):
+            return None
+        parts = [self.blocked[f] for f in stacked.args[0].fields]
+        total, channels = parts[0]
+        for part, _ in parts[1:]:
+            total = self.bb.emit(self.relax.op.add(total, part))
+        return total, channels
+
+    def defer(self, var: Any, value: Any) -> bool:
+        """Hold back a tuple with a blocked field, or a stack along a new axis 0 of equally blocked tensors."""
+        relax = self.relax
+        if isinstance(value, relax.Tuple) and any(f in self.blocked for f in value.fields):
+            self.deferred[var] = value
+            return True
+        if (isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.stack"
+                and int(value.attrs.axis) == 0 and isinstance(value.args[0], relax.Tuple)):
+            fields = value.args[0].fields
+            if fields and all(f in self.blocked for f in fields) and \
+                    len({(_shape(f), self.blocked[f][1], _shape(self.blocked[f][0])) for f in fields}) == 1:
+                self.deferred[var] = value
+                return True
+        return False
+
     def binding(self, binding: Any) -> None:
         relax = self.relax
         var, value = binding.var, binding.value
         result = None
-        if isinstance(value, relax.Call) and hasattr(value.op, "name"):
+        if self.defer(var, value):
+            return
+        if isinstance(value, relax.TupleGetItem) and value.tuple_value in self.deferred:
+            field = self.deferred[value.tuple_value].fields[value.index]
+            result = self.blocked.get(field)
+        elif isinstance(value, relax.Call) and hasattr(value.op, "name"):
             name = value.op.name
             if name == "relax.nn.conv2d":
                 result = self.conv2d(value)
@@ -277,6 +326,10 @@ class _Blocker:
                 result = self.elementwise(name, value)
             elif name == "relax.call_tir":
                 result = self.tir_clip(value)
+            elif name == "relax.broadcast_to":
+                result = self.same_shape_alias(value)
+            elif name == "relax.sum":
+                result = self.sum_of_stack(value)
         if result is not None:
             self.blocked[var] = result
             return
