@@ -1,6 +1,7 @@
 """cm_mlperf.tvm.layout: the blocked NCHW[b]c rewrite, checked against onnxruntime on a small MobileNet-like graph
 (3-channel stem, depthwise 3x3 and 5x5, Clip as ReLU6, 24 channels = not a multiple of the block, batch norm, a
-residual Sum, global average pool, classifier), the numpy re-layouts against plain loops, and what a database's layout selects."""
+residual Sum, global average pool, classifier), the numpy re-layouts against plain loops, and what a database's
+layout selects."""
 from __future__ import annotations
 
 import json
