@@ -271,7 +271,9 @@ def export_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, A
                 family.family_from_flags(flags)
             model = info.get("model_name") or old.get("model_name") or "model"
             batch = int(info.get("batch_size") or old.get("batch_size") or 1)
-            name = env.get("CM_TVM_EXPORT_NAME") or old.get("name") or f"{model}-b{batch}-{fam}"
+            layout = info.get("conv_layout") or old.get("conv_layout") or "NCHW"
+            blocked = "" if layout == "NCHW" else f"-{layout.lower()}"  # NCHW keeps the names shipped before layouts
+            name = env.get("CM_TVM_EXPORT_NAME") or old.get("name") or f"{model}-b{batch}{blocked}-{fam}"
             pruned = Path(tmp) / name
             counts = databases.prune(folder, pruned)
             # totals over every run the database grew from (a resumed run's tuning-info.json counts only its own)
@@ -280,7 +282,7 @@ def export_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, A
                 pruned, name=name, model_name=model,
                 model_sha256=info.get("onnx_sha256") or old.get("model_sha256") or env.get("CM_ML_MODEL_SHA256", ""),
                 batch_size=batch, family=fam,
-                conv_layout=info.get("conv_layout") or old.get("conv_layout") or "NCHW",
+                conv_layout=layout,
                 family_extras=old.get("family_extras") or family.family_extras(flags),
                 tuned_on=old.get("tuned_on") or {"cpu": env.get("CM_HOST_CPU_MODEL_NAME", ""),
                                                  "vendor": env.get("CM_HOST_CPU_VENDOR_ID", ""),
