@@ -11,13 +11,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cm_mlperf.tvm.default_schedule import default_schedule_pass
 from cm_mlperf.tvm.errors import TVMCompileError
 from cm_mlperf.tvm.target import target_json
 
 DEFAULT_PIPELINE = "default"
 # name -> what it does (see make_pipeline)
 PIPELINES: dict[str, str] = {
-    "default": "tvm.compile's default Relax pipeline: legalise ops to TIR, no fusion (TVM's own default on CPU)",
+    "default": "legalise and fuse ops (the tuned build's steps, no database), then parallel + vector loops "
+               "(cm_mlperf.tvm.default_schedule)",
     "default_build": "same as default",
     "fused": "DecomposeOpsForInference + relax.get_default_pipeline(target): legalise, then fuse ops",
 }
@@ -44,12 +46,17 @@ def make_pipeline(name: str, target: Any, database_dir: str | os.PathLike[str] |
             passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
                       relax.pipeline.zero_pipeline(),
                       relax.transform.MetaScheduleApplyDatabase(enable_warning=False),
+                      default_schedule_pass(target),  # the functions without a record: parallel + vector loops
                       relax.pipeline.default_build_pipeline()]
         return tvm.transform.Sequential(passes, name="tuned")
     if name == "fused":
         return tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
                                          relax.get_default_pipeline(target)], name="fused")
-    return "default"
+    with target:  # the tuned pipeline minus the database
+        return tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                         relax.transform.CanonicalizeBindings(), relax.pipeline.zero_pipeline(),
+                                         default_schedule_pass(target), relax.pipeline.default_build_pipeline()],
+                                        name="default")
 
 
 def open_database(database_dir: str | os.PathLike[str] | None) -> Any:

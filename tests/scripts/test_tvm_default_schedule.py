@@ -1,0 +1,216 @@
+"""cm_mlperf.tvm.default_schedule: the parallel + vector schedule for TIR functions without a tuning record.
+
+A tiny generated ONNX model (conv 3x3 + relu + residual add + global average pool + matmul + add, 32x32 input)
+compiled untuned and checked against onnxruntime; its scheduled TIR inspected (parallel and vector loops); a
+function the pass cannot schedule left exactly as it was; a function with a tuning record (a real MetaSchedule
+JSON database written here) not touched. No network; about 15 s."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+from cm_mlperf.tvm import build as tvm_build  # noqa: E402
+from cm_mlperf.tvm import default_schedule as ds  # noqa: E402
+from cm_mlperf.tvm import frontend as tvm_frontend  # noqa: E402
+from cm_mlperf.tvm import target as tvm_target  # noqa: E402
+
+SHAPE = [1, 3, 32, 32]
+MCPU = "x86-64"  # every x86-64 CPU runs it (4 float32 lanes); the AVX-512 widths are checked on targets alone
+
+
+def make_onnx(path: Path, seed: int = 5) -> Path:
+    """conv(3->16, 3x3, pad 1) + relu + add(residual constant) + global average pool + flatten + matmul(16->32)
+    + add: one fused conv function with an epilogue, a pooling reduction, a matmul, a reshape."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    arrays = {"w": (0.3 * rng.standard_normal((16, 3, 3, 3))).astype(np.float32),
+              "b": (0.1 * rng.standard_normal(16)).astype(np.float32),
+              "r": (0.1 * rng.standard_normal((1, 16, 32, 32))).astype(np.float32),
+              "fc": (0.3 * rng.standard_normal((16, 32))).astype(np.float32),
+              "fb": (0.1 * rng.standard_normal(32)).astype(np.float32)}
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             n("Relu", ["c"], ["rl"]),
+             n("Add", ["rl", "r"], ["a"]),
+             n("GlobalAveragePool", ["a"], ["g"]),
+             n("Flatten", ["g"], ["f"], axis=1),
+             n("MatMul", ["f", "fc"], ["m"]),
+             n("Add", ["m", "fb"], ["logits"])]
+    graph = helper.make_graph(nodes, "tinysched", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 32])],
+                              [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    pytest.importorskip("onnx")
+    return make_onnx(tmp_path_factory.mktemp("dsched") / "tinysched.onnx")
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tvm_target.make_target(MCPU, 2)
+
+
+def run_until(mod, target, pipeline, last: str, database_dir=None):
+    """The module as the pipeline leaves it right after its pass named `last` (the TIR before lowering)."""
+    import tvm
+
+    names = [p.info.name for p in pipeline.passes]
+    with target, tvm_build.open_database(database_dir), tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(list(pipeline.passes[:names.index(last) + 1]))(mod)
+
+
+def prim_funcs(mod) -> dict:
+    import tvm
+
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def write_database(mod, target, folder: Path, task_part: str) -> str:
+    """A real MetaSchedule JSON database with one record: the task whose name contains task_part, scheduled by
+    a trace that only unrolls its last block's innermost loop (nothing the default schedule would do)."""
+    from cm_mlperf.tvm import tune
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = ms.relax_integration.extract_tasks(tune.tuning_module(mod, target), target)
+    task = next(t for t in tasks if task_part in t.task_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(folder))
+    func = task.dispatched[0]
+    sch = s_tir.Schedule(func)
+    last = sch.get_child_blocks(sch.get_sblock("root"))[-1]
+    sch.unroll(sch.get_loops(last)[-1])
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(func), run_secs=[1e-6],
+                                                     target=target))
+    return task.task_name
+
+
+# ----------------------------------------------------------------------------- target facts
+
+def test_vector_lanes_follow_the_cpu():
+    assert ds.vector_lanes(tvm_target.make_target("znver4", 2)) == 16  # AVX-512
+    assert ds.vector_lanes(tvm_target.make_target("haswell", 2)) == 8  # AVX2
+    assert ds.vector_lanes(tvm_target.make_target("x86-64", 2)) == 4  # SSE2
+    assert ds.num_threads(tvm_target.make_target("x86-64", 3)) == 3
+
+
+# ----------------------------------------------------------------------------- untuned build
+
+def test_untuned_build_matches_onnxruntime(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cm_mlperf.tvm.compile import compile_model
+
+    info = compile_model(tiny, batch_size=1, mcpu=MCPU, num_cores=2, input_name="x", out_dir=str(tmp_path),
+                         height=32, width=32, verify=True)
+    assert info["pipeline"] == "default"
+    assert info["verification"]["passed"] and info["verification"]["max_rel_err"] < 1e-4
+
+
+def test_untuned_functions_get_parallel_and_vector_loops(tiny, target):
+    mod = tvm_frontend.import_onnx(str(tiny), "x", SHAPE)
+    pipeline = tvm_build.make_pipeline("default", target)
+    before = prim_funcs(run_until(mod, target, pipeline, "f_zero_pipeline"))
+    after = prim_funcs(run_until(mod, target, pipeline, "DefaultCPUSchedule"))
+    assert before.keys() == after.keys()
+    assert not any(ds.is_scheduled(f) for f in before.values())  # nothing was scheduled before the pass
+    conv = next(name for name in after if "conv2d" in name)
+    script = after[conv].script()
+    assert "T.parallel" in script and "T.vectorized" in script, script
+    assert "T.parallel" not in before[conv].script() and "T.vectorized" not in before[conv].script()
+    matmul = next(name for name in after if "matmul" in name)
+    assert "T.vectorized" in after[matmul].script()
+    assert all(ds.is_scheduled(f) for f in after.values())
+
+
+def test_default_pipeline_is_the_tuned_one_minus_the_database(target, tmp_path):
+    (tmp_path / "database_workload.json").write_text("")
+    (tmp_path / "database_tuning_record.json").write_text("")
+    tuned = [p.info.name for p in tvm_build.make_pipeline("default", target, tmp_path).passes]
+    untuned = [p.info.name for p in tvm_build.make_pipeline("default", target).passes]
+    assert tuned[tuned.index("MetaScheduleApplyDatabase") + 1] == "DefaultCPUSchedule"
+    assert untuned == [n for n in tuned if n != "MetaScheduleApplyDatabase"]
+
+
+# ----------------------------------------------------------------------------- what the pass leaves alone
+
+def dynamic_func():
+    """A function with a symbolic extent: no fixed loop to split or share out."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(private=True, s_tir=True)
+    def double(a: T.handle, b: T.handle):
+        n = T.int64()
+        A = T.match_buffer(a, (n,), "float32")
+        B = T.match_buffer(b, (n,), "float32")
+        for i in range(n):
+            with T.sblock("double"):
+                vi = T.axis.spatial(n, i)
+                B[vi] = A[vi] * T.float32(2)
+
+    return double
+
+
+def test_a_function_it_cannot_schedule_is_left_as_it_was(target):
+    import tvm
+
+    func = dynamic_func()
+    mod = tvm.IRModule({"double": func})
+    out = ds.default_schedule_pass(target)(mod)
+    tvm.ir.assert_structural_equal(out["double"], func)
+    assert not ds.is_scheduled(out["double"])
+
+
+def test_a_schedule_error_leaves_the_function_unchanged(tiny, target, monkeypatch):
+    """Any failure half-way (here: every block's schedule raises) gives back the function as it came."""
+    import tvm
+
+    mod = prim_funcs(run_until(tvm_frontend.import_onnx(str(tiny), "x", SHAPE), target,
+                               tvm_build.make_pipeline("default", target), "f_zero_pipeline"))
+    conv = next(f for name, f in mod.items() if "conv2d" in name)
+
+    def boom(*_a, **_k):
+        raise tvm.s_tir.ScheduleError("injected")
+
+    monkeypatch.setattr(ds, "_schedule_block", boom)
+    assert ds.schedule_func(conv, target) is None
+    out = ds.default_schedule_pass(target)(tvm.IRModule({"conv": conv}))
+    tvm.ir.assert_structural_equal(out["conv"], conv)
+
+
+def test_a_tuned_function_is_not_touched(tiny, target, tmp_path):
+    mod = tvm_frontend.import_onnx(str(tiny), "x", SHAPE)
+    db = tmp_path / "db"
+    tuned_name = write_database(mod, target, db, "matmul")
+    pipeline = tvm_build.make_pipeline("default", target, db)
+    applied = prim_funcs(run_until(mod, target, pipeline, "MetaScheduleApplyDatabase", db))
+    after = prim_funcs(run_until(mod, target, pipeline, "DefaultCPUSchedule", db))
+    import tvm
+
+    assert ds.is_scheduled(applied[tuned_name])  # MetaScheduleApplyDatabase marks what it applied
+    tvm.ir.assert_structural_equal(after[tuned_name], applied[tuned_name])
+    assert "T.unroll" in after[tuned_name].script() and "T.parallel" not in after[tuned_name].script()
+    conv = next(name for name in after if "conv2d" in name)
+    assert "T.parallel" in after[conv].script()  # the functions without a record are still scheduled
+
+
+def test_tuned_build_with_a_partial_database_matches_onnxruntime(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cm_mlperf.tvm.compile import compile_model
+
+    mod = tvm_frontend.import_onnx(str(tiny), "x", SHAPE)
+    db = tmp_path / "db"
+    write_database(mod, tvm_target.make_target(MCPU, 2), db, "matmul")
+    info = compile_model(tiny, batch_size=1, mcpu=MCPU, num_cores=2, input_name="x", out_dir=str(tmp_path / "out"),
+                         height=32, width=32, verify=True, database_dir=str(db))
+    assert info["tuning_database"] and info["verification"]["max_rel_err"] < 1e-4
