@@ -4,13 +4,18 @@ Relax legalises each operator into naive TIR: one core, scalar loops. MetaSchedu
 functions that have a tuning record (and marks them `tirx.is_scheduled`); everything else, and every function of an
 untuned build, would stay naive. `default_schedule_pass()` gives those functions, block by block:
 
-- element-wise producers inlined into element-wise consumers (bias add -> relu -> residual add become one loop);
-  producers of a reduction (padding before a convolution) stay separate, so the convolution's inner loop stays
-  free of boundary tests;
-- the innermost spatial loop split by the vector width (16 float32 with AVX-512, 8 with AVX2) and vectorised; in a
-  reduction block (convolution, matmul, pooling) that vector loop is moved inside the reduction loops, so each
-  step updates a whole vector of outputs, and the initialisation is split off (decompose_reduction);
-- the remaining leading spatial loops fused into one `parallel` loop, when there is enough work to share.
+- element-wise producers inlined into element-wise consumers (bias add -> relu -> residual add become one loop),
+  plain copies inlined everywhere; padding before a reduction stays separate, so the convolution's inner loop
+  stays free of boundary tests;
+- the innermost spatial loop split by the vector width (16 float32 with AVX-512, 8 with AVX2, 4 with SSE) and
+  vectorised, when every access along it is contiguous (a stride-2 convolution's input is not: left to LLVM);
+- in a reduction block (convolution, matmul, pooling) a register tile: the vector loop, and up to MAX_ROWS
+  unrolled rows of it from the next spatial loop, moved inside the reduction loops, its accumulators in a local
+  buffer written out once per tile with the element-wise epilogue folded into that write-out (MetaSchedule's
+  cache_write + reverse_compute_inline); a contiguous axis too short for a vector becomes unrolled scalar
+  accumulators instead of one serial chain;
+- the fewest leading spatial loops that give each thread several chunks fused into one `parallel` loop, when
+  the block has enough work to share.
 
 A function whose schedule fails in any way is left exactly as it was: this pass never breaks a build.
 
@@ -256,8 +261,9 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int) -> bool:
             if rows is not None:
                 sch.unroll(rows)
 
+    changed = tile is not None or bool(reduction and spatial)
     if spatial and math.prod(extents) >= MIN_PARALLEL_WORK:
-        _parallel(sch, spatial, threads)
+        changed |= _parallel(sch, spatial, threads)
 
     if tile is not None:
         finish(tile)  # before decompose_reduction: vectorize wants a block with its init
@@ -266,7 +272,7 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int) -> bool:
         init_loops = sch.get_loops(sch.decompose_reduction(block, reduction[0]))[outer:]
         if tile is not None and init_loops and sch.get(init_loops[-1]).kind == tirx.ForKind.SERIAL:
             finish(init_loops[-1])
-    return True
+    return changed
 
 
 def _block_var_of(sch: Any, block: Any, loop: Any) -> Any:
@@ -329,9 +335,9 @@ def apply(mod: Any, target: Any | None = None) -> Any:
                 updates[gvar] = new
     if not updates:
         return mod
-    mod = mod.shallow_copy() if hasattr(mod, "shallow_copy") else mod
+    mod = mod.clone()  # a pass must not change the module it was given
     for gvar, func in updates.items():
-        mod[gvar] = func
+        mod.update_func(gvar, func)
     return mod
 
 
