@@ -24,6 +24,7 @@ A function whose schedule fails in any way is left exactly as it was: this pass 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 SCHEDULED_ATTR = "tirx.is_scheduled"  # what MetaScheduleApplyDatabase and dlight set on the functions they schedule
@@ -31,6 +32,21 @@ MIN_PARALLEL_WORK = 1 << 14  # loop iterations (all loops of a block): below thi
 MIN_VECTOR_LANES = 4  # narrower vectors are not worth a split
 MAX_ROWS = 8  # vector accumulators per reduction tile (of 16-32 registers)
 PARALLEL_CHUNKS_PER_THREAD = 8  # parallel loop extent aimed at: enough chunks to balance the threads
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The few choices of this schedule, fixed by default; cm_mlperf.tvm.refine times a handful per kernel."""
+
+    rows: int = MAX_ROWS  # at most this many unrolled rows of vector accumulators per reduction tile
+    chunks: int = PARALLEL_CHUNKS_PER_THREAD  # parallel chunks aimed at per thread
+    inline: bool = True  # inline element-wise producers first
+
+    def label(self) -> str:
+        return f"rows{self.rows}-chunks{self.chunks}{'' if self.inline else '-noinline'}"
+
+
+DEFAULT_KNOBS = Knobs()
 
 
 def vector_lanes(target: Any, dtype_bits: int = 32) -> int:
@@ -173,10 +189,10 @@ def _contiguous_in(sch: Any, block: Any, var: Any) -> bool:
     return True
 
 
-def _parallel(sch: Any, loops: list[Any], threads: int) -> bool:
+def _parallel(sch: Any, loops: list[Any], threads: int, chunks: int = PARALLEL_CHUNKS_PER_THREAD) -> bool:
     """Fuse the fewest outer loops that give every thread several chunks, and run them in parallel. Fusing more
     would only add a division per iteration (to recover the indices) and nothing to share."""
-    want = threads * PARALLEL_CHUNKS_PER_THREAD
+    want = threads * chunks
     n, extent = 0, 1
     while n < len(loops) and extent < want:
         extent *= _int_extent(sch, loops[n]) or 1
@@ -192,7 +208,7 @@ def _unroll_factor(extent: int, lanes: int) -> int:
     return next((d for d in range(min(extent, lanes), 1, -1) if extent % d == 0), 0)
 
 
-def _schedule_block(sch: Any, block: Any, lanes: int, threads: int) -> bool:
+def _schedule_block(sch: Any, block: Any, lanes: int, threads: int, knobs: Knobs = DEFAULT_KNOBS) -> bool:
     """Vectorise and parallelise one root-level loop nest; True when it changed anything."""
     from tvm import s_tir, tirx
 
@@ -232,7 +248,7 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int) -> bool:
     rows = None  # a reduction's vector tile gets rows: independent accumulators, each input load used more
     if reduction and how == "vector":
         at = next((i for i in range(len(spatial) - 1, -1, -1) if (_int_extent(sch, spatial[i]) or 1) > 1), None)
-        u = _unroll_factor(_int_extent(sch, spatial[at]), MAX_ROWS) if at is not None else 0
+        u = _unroll_factor(_int_extent(sch, spatial[at]), knobs.rows) if at is not None else 0
         if u:
             if _int_extent(sch, spatial[at]) == u:
                 rows = spatial.pop(at)
@@ -263,7 +279,7 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int) -> bool:
 
     changed = tile is not None or bool(reduction and spatial)
     if spatial and math.prod(extents) >= MIN_PARALLEL_WORK:
-        changed |= _parallel(sch, spatial, threads)
+        changed |= _parallel(sch, spatial, threads, knobs.chunks)
 
     if tile is not None:
         finish(tile)  # before decompose_reduction: vectorize wants a block with its init
@@ -285,7 +301,7 @@ def _block_var_of(sch: Any, block: Any, loop: Any) -> Any:
     raise ValueError("loop not bound to a block iterator")
 
 
-def _schedule_blocks(sch: Any, root: Any, lanes: int, threads: int) -> bool:
+def _schedule_blocks(sch: Any, root: Any, lanes: int, threads: int, knobs: Knobs = DEFAULT_KNOBS) -> bool:
     """_schedule_block on each block under the root, once; a block may fold its consumer in (the list changes)."""
     done: set[str] = set()
     changed = False
@@ -294,29 +310,35 @@ def _schedule_blocks(sch: Any, root: Any, lanes: int, threads: int) -> bool:
         if not todo:
             return changed
         done.add(sch.get(todo[0]).name_hint)
-        changed |= _schedule_block(sch, todo[0], lanes, threads)
+        changed |= _schedule_block(sch, todo[0], lanes, threads, knobs)
 
 
-def schedule_func(func: Any, target: Any) -> Any | None:
-    """The function with parallel and vector loops, or None when nothing applies or anything fails."""
+def schedule(func: Any, target: Any, knobs: Knobs = DEFAULT_KNOBS) -> Any | None:
+    """A tvm.s_tir.Schedule of the function with parallel and vector loops (its trace can be stored as a tuning
+    record), or None when nothing applies or anything fails."""
     from tvm import s_tir
 
     lanes = vector_lanes(target)
     threads = num_threads(target)
-    for inline in (True, False):  # the same without inlining, should inlining lead to a dead end
+    for inline in ((True, False) if knobs.inline else (False,)):  # without inlining, should it lead to a dead end
         try:
             sch = s_tir.Schedule(func)
             root = sch.get_sblock("root")
             if inline:
                 _inline_elementwise(sch, root)
-            changed = _schedule_blocks(sch, root, lanes, threads)
-            if changed:
-                return sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
+            if _schedule_blocks(sch, root, lanes, threads, knobs):
+                return sch
             if not inline:
                 return None
         except Exception:  # noqa: BLE001  (ScheduleError, TVMError...: leave the function as it was)
             continue
     return None
+
+
+def schedule_func(func: Any, target: Any, knobs: Knobs = DEFAULT_KNOBS) -> Any | None:
+    """The function with parallel and vector loops, or None when nothing applies or anything fails."""
+    sch = schedule(func, target, knobs)
+    return None if sch is None else sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
 
 
 def apply(mod: Any, target: Any | None = None) -> Any:
