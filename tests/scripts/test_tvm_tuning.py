@@ -124,7 +124,9 @@ def test_tune_writes_a_database_with_records(tuned):
     steps = {s["alias"]: s for s in tuned["result"]["steps"]}
     assert steps["tune-tvm-model"]["cache"] == "miss" and steps["compile-tvm-model"]["variations"] == ["tune"]
     db = Path(env["CM_TVM_TUNING_DATABASE_DIR"])
-    assert db.parent == cache and db.name.startswith("tune-tvm-model-")  # the tuning's own cache entry
+    # the refined database (one record per task), inside the tuning's own cache entry next to the full search
+    assert db.name == "refined" and db.parent.parent == cache and db.parent.name.startswith("tune-tvm-model-")
+    assert len(records(db.parent)) >= len(records(db)) == 3
     assert (db / "database_workload.json").is_file() and (db / "database_tuning_record.json").is_file()
     workloads = [ln for ln in (db / "database_workload.json").read_text().splitlines() if ln.strip()]
     assert len(workloads) == 3 and len(records(db)) >= 3
@@ -134,6 +136,9 @@ def test_tune_writes_a_database_with_records(tuned):
     assert info["functions_with_tuned_schedule"] == info["functions"] == 3  # what the tuned build will apply
     assert info["trials_requested"] == int(TRIALS) and info["cost_model"] in ("xgb", "random")
     assert all(t["trials"] > 0 for t in info["per_task"])
+    refined = info["refined"]
+    assert refined["refined"] == 3 and {t["task"] for t in refined["per_task"]} == {t["task"] for t in info["per_task"]}
+    assert all(t["chosen"] == "metaschedule" or t["chosen"].startswith("default ") for t in refined["per_task"])
     assert str(db) not in (db / "tuning-info.json").read_text()  # no absolute paths of the entry in its files
 
 
@@ -171,7 +176,7 @@ def test_resume_keeps_every_record(tuned, tiny, tune_customize, tmp_path, monkey
     assert r["return"] == 0, r.get("error")
     out = capsys.readouterr().out
     assert "--trials=3 is below 3 tasks x 4 trials" in out and "raised to 12" in out  # the budget rule, said
-    assert Path(i["env"]["CM_TVM_TUNING_DATABASE_DIR"]) == tmp_path
+    assert Path(i["env"]["CM_TVM_TUNING_DATABASE_DIR"]) == tmp_path / "refined"  # the search itself: in tmp_path
     after = records(tmp_path)
     assert set(before) <= set(after) and len(after) > len(before)  # nothing lost, new records added
     assert records(src) == before  # the source database is left as it was

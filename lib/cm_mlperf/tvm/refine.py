@@ -4,7 +4,8 @@ MetaSchedule searches a huge generic space and, with a few hundred trials per ke
 stops short of a plain register-tiled loop nest (cm_mlperf.tvm.default_schedule). Refining takes each tuning task
 of the model, builds its candidates -- the database's best record (if any) and the default schedule with each
 `Knobs` of KNOB_GRID -- times them side by side in this process (TVM's time_evaluator, the thread count and
-thread-pool setting the model will run with), checks that every candidate computes what the first one does, and
+thread-pool setting the model will run with, weights flushed from the caches before each call as they are in the
+model), checks that every candidate computes what the first one does, and
 writes a new database with one record per task: the winner, its trace and the time measured here. The database
 is applied like any other (MetaScheduleApplyDatabase replays the trace); compile-tvm-model still verifies the
 whole model against onnxruntime.
@@ -50,7 +51,7 @@ def _args(func: Any, rng: np.random.Generator) -> list[Any]:
     return out
 
 
-def _time(mod: Any, target: Any, args: list[Any], min_repeat_ms: int) -> tuple[float, np.ndarray]:
+def _time(mod: Any, target: Any, args: list[Any], repeat: int) -> tuple[float, np.ndarray]:
     """Median seconds per call of mod's `main`, and its output (the last argument) after a call."""
     import tvm
 
@@ -58,7 +59,10 @@ def _time(mod: Any, target: Any, args: list[Any], min_repeat_ms: int) -> tuple[f
     fn = lib["main"]
     fn(*args)
     result = args[-1].numpy().copy()
-    timer = lib.time_evaluator("main", tvm.cpu(), number=3, repeat=5, min_repeat_ms=min_repeat_ms)
+    # weights and other inputs flushed from the caches before every call, the activation (first argument) kept:
+    # as inside the model, where it comes from the layer before (timed warm, the wide register tiles won alone and
+    # lost in the model)
+    timer = lib.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat, f_preproc="cache_flush_cpu_non_first_arg")
     return float(statistics.median(timer(*args).results)), result
 
 
@@ -66,7 +70,7 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
                     out_dir: str | os.PathLike[str], conv_layout: str = "NCHW",
                     database_dir: str | os.PathLike[str] | None = None, input_name: str | None = None,
                     layout: str = "NCHW", height: int = 224, width: int = 224,
-                    knobs: Sequence[default_schedule.Knobs] = KNOB_GRID, min_repeat_ms: int = 40,
+                    knobs: Sequence[default_schedule.Knobs] = KNOB_GRID, repeat: int = 10,
                     log: Log = tune.log) -> dict[str, Any]:
     """Write the refined database (one record per task) into out_dir; returns its info (also refine-info.json)."""
     import tvm
@@ -109,7 +113,7 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
         reference = None
         for label, sch in candidates:
             try:
-                seconds, result = _time(sch.mod, target, args, min_repeat_ms)
+                seconds, result = _time(sch.mod, target, args, repeat)
             except Exception as e:  # noqa: BLE001 - a candidate that does not build or run is just not chosen
                 log(f"  {task.task_name}: {label} failed ({type(e).__name__}: {str(e).strip()[:120]})")
                 continue
@@ -135,7 +139,7 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
             f"{f' (MetaSchedule {ms_us:.1f} us)' if ms_us is not None else ''}")
     total = sum(r["us"] * r["weight"] for r in rows)
     info = {"conv_layout": conv_layout, "batch_size": int(batch_size), "mcpu": mcpu, "num_cores": int(num_cores),
-            "tvm_version": str(tvm.__version__), "source_database": str(database_dir) if database_dir else None,
+            "tvm_version": str(tvm.__version__), "source_database": Path(database_dir).name if database_dir else None,
             "knobs": [k.label() for k in knobs], "tasks": len(tasks), "refined": len(rows),
             "from_metaschedule": sum(r["chosen"] == "metaschedule" for r in rows),
             "model_kernel_us": round(total, 1), "seconds": round(time.perf_counter() - started, 1), "per_task": rows}

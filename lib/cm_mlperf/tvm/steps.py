@@ -193,14 +193,36 @@ def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any
             builder=builder, cost_model=cost_model, population=population,
             host_flags=env.get("CM_HOST_CPU_FLAGS", "").split(), model_sha256=env.get("CM_ML_MODEL_SHA256", ""),
             rpc=rpc, focus=focus, conv_layout=conv_layout(env))
+        database_dir = info["database_dir"]
+        if str(env.get("CM_TVM_TUNING_REFINE", "yes")).strip().lower() in TRUE_WORDS:
+            database_dir = refine_tuned(model, info, env, mcpu, threads, batch)
     except (TVMCompileError, databases.TuningDatabaseError) as e:
         raise StepError(str(e)) from e
     return {
-        "CM_TVM_TUNING_DATABASE_DIR": info["database_dir"],
+        "CM_TVM_TUNING_DATABASE_DIR": database_dir,
         "CM_TVM_TUNING_TRIALS_DONE": str(info["trials_done"]),
         "CM_TVM_TUNING_SECONDS": f"{info['seconds']:.1f}",
-        "CM_TVM_TUNING_INFO": os.path.join(info["database_dir"], "tuning-info.json"),
+        "CM_TVM_TUNING_INFO": os.path.join(database_dir, "tuning-info.json"),
     }, {}
+
+
+def refine_tuned(model: str, info: Mapping[str, Any], env: Mapping[str, str], mcpu: str, threads: int,
+                 batch: int) -> str:
+    """cm_mlperf.tvm.refine on a freshly tuned database, into its refined/ subfolder (with the tuning's info, so
+    exports still count the trials); returns that folder."""
+    from cm_mlperf.tvm import refine
+
+    tuned = Path(info["database_dir"])
+    refined = refine.refine_database(
+        model, batch_size=batch, mcpu=mcpu, num_cores=threads, conv_layout=info.get("conv_layout", "NCHW"),
+        database_dir=tuned, out_dir=tuned / "refined", input_name=env.get("CM_ML_MODEL_INPUT_NAME", "") or None,
+        layout=env.get("CM_ML_MODEL_INPUT_LAYOUT", "") or "NCHW",
+        height=env_int(env, "CM_ML_MODEL_IMAGE_HEIGHT", 224, "CM_ML_MODEL_IMAGE_HEIGHT"),
+        width=env_int(env, "CM_ML_MODEL_IMAGE_WIDTH", 224, "CM_ML_MODEL_IMAGE_WIDTH"))
+    with_refine = {**json.loads((tuned / "tuning-info.json").read_text()),
+                   "refined": {k: v for k, v in refined.items() if k != "database_dir"}}
+    (Path(refined["database_dir"]) / "tuning-info.json").write_text(json.dumps(with_refine, indent=2, default=str))
+    return refined["database_dir"]
 
 
 def conv_layout(env: Mapping[str, str]) -> str:
