@@ -258,6 +258,8 @@ def history_totals(folder: str | os.PathLike[str], _depth: int = 0) -> dict[str,
                 secs = None if secs is None or before["tuning_seconds"] is None else \
                     round(float(secs) + float(before["tuning_seconds"]), 1)
             return {"trials": trials, "tuning_seconds": secs}
+    if (folder / "refine-info.json").is_file():  # refined only (cm_mlperf.tvm.refine): no search behind it
+        return {"trials": 0, "tuning_seconds": 0.0}
     records = folder / RECORDS
     n = sum(1 for ln in records.read_text().splitlines() if ln.strip()) if records.is_file() else 0
     return {"trials": n, "tuning_seconds": None}

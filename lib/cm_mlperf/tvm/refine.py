@@ -15,6 +15,7 @@ whole model against onnxruntime.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -138,7 +139,10 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
         log(f"[{n}/{len(tasks)}] {task.task_name}: {label} {seconds * 1e6:.1f} us"
             f"{f' (MetaSchedule {ms_us:.1f} us)' if ms_us is not None else ''}")
     total = sum(r["us"] * r["weight"] for r in rows)
-    info = {"conv_layout": conv_layout, "batch_size": int(batch_size), "mcpu": mcpu, "num_cores": int(num_cores),
+    info = {"model_name": Path(onnx_path).stem, "onnx_file": Path(onnx_path).name,
+            "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
+            "target": json.loads(tvm_target.target_json(target)),
+            "conv_layout": conv_layout, "batch_size": int(batch_size), "mcpu": mcpu, "num_cores": int(num_cores),
             "tvm_version": str(tvm.__version__), "source_database": Path(database_dir).name if database_dir else None,
             "knobs": [k.label() for k in knobs], "tasks": len(tasks), "refined": len(rows),
             "from_metaschedule": sum(r["chosen"] == "metaschedule" for r in rows),

@@ -285,8 +285,10 @@ def export_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, A
         with tempfile.TemporaryDirectory(prefix="tvm-db-export-") as tmp:
             folder = databases.unpack(src, Path(tmp) / "in") if databases.is_archive(src) else \
                 databases.check_folder(src)
-            info_path = Path(folder) / "tuning-info.json"
-            info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+            # what the database is for: tune-tvm-model's tuning-info.json, else refine-info.json (refined only)
+            info_path = next((Path(folder) / n for n in ("tuning-info.json", "refine-info.json")
+                              if (Path(folder) / n).is_file()), None)
+            info = json.loads(info_path.read_text()) if info_path else {}
             old = databases.read_manifest(folder)
             flags = env.get("CM_HOST_CPU_FLAGS", "").split()
             fam = env.get("CM_TVM_EXPORT_FAMILY") or old.get("family") or env.get("CM_HOST_CPU_FAMILY") or \
