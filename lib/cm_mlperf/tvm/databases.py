@@ -375,7 +375,8 @@ def choose(*, user_db: str, shipped_root: str | os.PathLike[str], model_name: st
     return {"CM_TVM_TUNING_DB_PATH": "", "CM_TVM_TUNING_DB_SHA256": "", "CM_TVM_TUNING_DB_SOURCE": "none",
             "CM_TVM_TUNING_DB_NAME": "untuned", "CM_TVM_CONV_LAYOUT_USED": layout,
             "CM_TVM_TUNING_DB_NOTE": f"no tuning database for {model_name or 'this model'} at batch {batch_size} "
-                                     f"({layout}) on a {family} CPU{have}: TVM runs untuned (slow); tune one with: "
+                                     f"({layout}) on a {family} CPU{have}: TVM runs untuned (our default schedule, no "
+                                     f"search); tune one with: "
                                      f"{tune_command(model_name, batch_size, layout)}"}
 
 
