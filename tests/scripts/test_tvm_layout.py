@@ -183,3 +183,26 @@ def test_tuning_in_the_blocked_layout_is_applied_by_the_blocked_build(tmp_path):
     built = tvm_compile.compile_model(path, batch_size=1, mcpu="x86-64-v3", num_cores=1, out_dir=str(tmp_path / "lib"),
                                       database_dir=info["database_dir"], conv_layout="NCHWc", log=lambda m: None)
     assert built["verification"]["passed"] is True and built["conv_layout"] == "NCHWc"
+
+
+def test_refine_keeps_one_verified_record_per_kernel(tmp_path):
+    """cm_mlperf.tvm.refine without a MetaSchedule database: our schedule's settings timed per kernel, one record
+    each, exported with its layout and no search behind it, and the model built from it matches onnxruntime."""
+    pytest.importorskip("tvm")
+    pytest.importorskip("onnxruntime")
+    from cm_mlperf.tvm import compile as tvm_compile
+    from cm_mlperf.tvm import default_schedule, refine
+
+    path = make_mbconv_onnx(tmp_path / "mbconv.onnx")
+    knobs = (default_schedule.Knobs(rows=4, chunks=4), default_schedule.Knobs())
+    info = refine.refine_database(path, batch_size=1, mcpu="x86-64-v3", num_cores=1, conv_layout="NCHWc",
+                                  out_dir=tmp_path / "refined", knobs=knobs, repeat=3, log=lambda m: None)
+    assert info["refined"] >= 6 and info["from_metaschedule"] == 0  # at least every convolution
+    assert all(r["chosen"] in ("default " + k.label() for k in knobs) for r in info["per_task"])
+    lines = [ln for ln in (tmp_path / "refined" / databases.RECORDS).read_text().splitlines() if ln.strip()]
+    assert len(lines) == info["refined"]
+    assert databases.history_totals(tmp_path / "refined") == {"trials": 0, "tuning_seconds": 0.0}
+    built = tvm_compile.compile_model(path, batch_size=1, mcpu="x86-64-v3", num_cores=1, out_dir=str(tmp_path / "lib"),
+                                      database_dir=str(tmp_path / "refined"), conv_layout="NCHWc",
+                                      log=lambda m: None)
+    assert built["verification"]["passed"] is True

@@ -307,7 +307,9 @@ def export_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, A
                 model_sha256=info.get("onnx_sha256") or old.get("model_sha256") or env.get("CM_ML_MODEL_SHA256", ""),
                 batch_size=batch, family=fam,
                 conv_layout=layout,
-                family_extras=old.get("family_extras") or family.family_extras(flags),
+                # this CPU's extras (VNNI, AMX...) only describe a database of this CPU's family
+                family_extras=old.get("family_extras") or (
+                    family.family_extras(flags) if fam == family.family_from_flags(flags) else []),
                 tuned_on=old.get("tuned_on") or {"cpu": env.get("CM_HOST_CPU_MODEL_NAME", ""),
                                                  "vendor": env.get("CM_HOST_CPU_VENDOR_ID", ""),
                                                  "mcpu": info.get("mcpu", ""), "threads": info.get("num_cores")},
