@@ -173,15 +173,27 @@ def test_shipped_database_serves_every_avx512_cpu(cpu):
                               model_sha256=EFFNET_SHA, batch_size=1,
                               family=family.family_from_flags(FLAGS[cpu].split()), tvm_version="0.27.0.post1")
     assert chosen["CM_TVM_TUNING_DB_SOURCE"] == "shipped"
-    assert chosen["CM_TVM_TUNING_DB_NAME"] == "efficientnet-lite0-b1-x86_64_v4"
-    assert len(chosen["CM_TVM_TUNING_DB_SHA256"]) == 64
+    assert chosen["CM_TVM_TUNING_DB_NAME"] == "efficientnet-lite0-b1-nchwc-x86_64_v4"  # NCHWc preferred
+    assert chosen["CM_TVM_CONV_LAYOUT_USED"] == "NCHWc" and len(chosen["CM_TVM_TUNING_DB_SHA256"]) == 64
+    nchw = databases.choose(user_db="", shipped_root=SHIPPED, model_name="efficientnet-lite0",
+                            model_sha256=EFFNET_SHA, batch_size=1, conv_layout="nchw",
+                            family=family.family_from_flags(FLAGS[cpu].split()), tvm_version="0.27.0.post1")
+    assert nchw["CM_TVM_TUNING_DB_NAME"] == "efficientnet-lite0-b1-x86_64_v4" and nchw["CM_TVM_CONV_LAYOUT_USED"] == "NCHW"
 
 
-@pytest.mark.parametrize("cpu,batch,tvm_version", [("amd-rome", 1, "0.27.0"), ("intel-spr", 4, "0.27.0"),
-                                                   ("intel-spr", 1, "0.28.0")])
-def test_no_matching_database_says_untuned_and_how_to_tune(cpu, batch, tvm_version):
+def test_avx2_cpus_get_the_avx2_database():
     chosen = databases.choose(user_db="", shipped_root=SHIPPED, model_name="efficientnet-lite0",
-                              model_sha256=EFFNET_SHA, batch_size=batch,
+                              model_sha256=EFFNET_SHA, batch_size=1,
+                              family=family.family_from_flags(FLAGS["amd-rome"].split()), tvm_version="0.27.0")
+    assert chosen["CM_TVM_TUNING_DB_NAME"] == "efficientnet-lite0-b1-nchwc-x86_64_v3"
+
+
+@pytest.mark.parametrize("cpu,batch,tvm_version,layout", [("amd-rome", 1, "0.27.0", "nchw"),
+                                                          ("intel-spr", 4, "0.27.0", "auto"),
+                                                          ("intel-spr", 1, "0.28.0", "auto")])
+def test_no_matching_database_says_untuned_and_how_to_tune(cpu, batch, tvm_version, layout):
+    chosen = databases.choose(user_db="", shipped_root=SHIPPED, model_name="efficientnet-lite0",
+                              model_sha256=EFFNET_SHA, batch_size=batch, conv_layout=layout,
                               family=family.family_from_flags(FLAGS[cpu].split()), tvm_version=tvm_version)
     assert chosen["CM_TVM_TUNING_DB_SOURCE"] == "none" and chosen["CM_TVM_TUNING_DB_NAME"] == "untuned"
     note = chosen["CM_TVM_TUNING_DB_NOTE"]
