@@ -178,7 +178,8 @@ def test_shipped_database_serves_every_avx512_cpu(cpu):
     nchw = databases.choose(user_db="", shipped_root=SHIPPED, model_name="efficientnet-lite0",
                             model_sha256=EFFNET_SHA, batch_size=1, conv_layout="nchw",
                             family=family.family_from_flags(FLAGS[cpu].split()), tvm_version="0.27.0.post1")
-    assert nchw["CM_TVM_TUNING_DB_NAME"] == "efficientnet-lite0-b1-x86_64_v4" and nchw["CM_TVM_CONV_LAYOUT_USED"] == "NCHW"
+    assert nchw["CM_TVM_TUNING_DB_NAME"] == "efficientnet-lite0-b1-x86_64_v4"
+    assert nchw["CM_TVM_CONV_LAYOUT_USED"] == "NCHW"
 
 
 def test_avx2_cpus_get_the_avx2_database():
