@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 shape = frontend.model_input_shape(model, input_name, bs)
                 x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
                 fixed, _ = frontend.set_batch_size(model, input_name, bs)
-                sess = runner.ort_session(fixed, threads)
+                # the thread policy the harness gives both backends: idle workers sleep unless TVM's spin
+                sess = runner.ort_session(fixed, threads, spinning=os.environ.get(runner.SPIN_COUNT_ENV, "0") != "0")
                 print(f"{model_name} b{bs}: onnxruntime...", flush=True)
                 ort_s, ort_n, ort_out = time_runs(lambda s=sess, feed={input_name: x}: s.run(None, feed),
                                                   args.warmup, args.iters, args.time_budget)

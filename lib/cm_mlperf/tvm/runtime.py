@@ -65,12 +65,15 @@ def run_tvm(vm: Any, x: np.ndarray) -> list[np.ndarray]:
     return _flatten(vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32))))
 
 
-def ort_session(model: Any, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session for an in-memory ModelProto."""
+def ort_session(model: Any, threads: int | None = None, spinning: bool | None = None) -> Any:
+    """An onnxruntime CPU session for an in-memory ModelProto; `spinning` sets whether its idle intra-op threads
+    spin (None: onnxruntime's default, on)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # hide "Removing initializer" warnings of old-opset graphs
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if spinning is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
