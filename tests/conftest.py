@@ -98,3 +98,18 @@ def process_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def save_onnx(path: Path, name: str, nodes: list, input_shape: list[int], output_shape: list[int],
+              arrays: dict, opset: int = 13) -> Path:
+    """A float32 ONNX graph with input `x` and output `logits`, its initializers from `arrays`, saved at path."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, output_shape)],
+                              [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -17,6 +17,8 @@ from cm_mlperf.tvm import default_schedule as ds  # noqa: E402
 from cm_mlperf.tvm import frontend as tvm_frontend  # noqa: E402
 from cm_mlperf.tvm import target as tvm_target  # noqa: E402
 
+from tests.conftest import save_onnx
+
 SHAPE = [1, 3, 32, 32]
 MCPU = "x86-64"  # every x86-64 CPU runs it (4 float32 lanes); the AVX-512 widths are checked on targets alone
 
@@ -24,8 +26,7 @@ MCPU = "x86-64"  # every x86-64 CPU runs it (4 float32 lanes); the AVX-512 width
 def make_onnx(path: Path, seed: int = 5) -> Path:
     """conv(3->16, 3x3, pad 1) + relu + add(residual constant) + global average pool + flatten + matmul(16->32)
     + add: one fused conv function with an epilogue, a pooling reduction, a matmul, a reshape."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(seed)
     arrays = {"w": (0.3 * rng.standard_normal((16, 3, 3, 3))).astype(np.float32),
@@ -41,13 +42,7 @@ def make_onnx(path: Path, seed: int = 5) -> Path:
              n("Flatten", ["g"], ["f"], axis=1),
              n("MatMul", ["f", "fc"], ["m"]),
              n("Add", ["m", "fb"], ["logits"])]
-    graph = helper.make_graph(nodes, "tinysched", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 32])],
-                              [numpy_helper.from_array(a, k) for k, a in arrays.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(path, "tinysched", nodes, SHAPE, [1, 32], arrays)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ import pytest
 from cm_mlperf.tvm import databases
 from cm_mlperf.tvm import layout as tvm_layout
 
+from tests.conftest import save_onnx
+
 
 def make_mbconv_onnx(path: Path, seed: int = 3) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(seed)
 
@@ -52,13 +53,7 @@ def make_mbconv_onnx(path: Path, seed: int = 3) -> Path:
         n("MatMul", ["f", "fc"], ["m"]),
         n("Add", ["m", "fc_b"], ["logits"]),
     ]
-    graph = helper.make_graph(nodes, "mbconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-                              [numpy_helper.from_array(a, k) for k, a in arrays.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(path, "mbconv", nodes, [1, 3, 20, 20], [1, 10], arrays)
 
 
 def test_conv_weight_relayout_matches_loops():

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from cm_mlperf.tvm.steps import tune_from_env
 
-from tests.conftest import REPO_ROOT, SCRIPTS_DIR, load_script_module
+from tests.conftest import REPO_ROOT, SCRIPTS_DIR, load_script_module, save_onnx
 
 TRIALS = "12"  # 3 tasks x 4 trials: the least the budget rule accepts
 POPULATION = "64"  # a small evolutionary-search population keeps each batch to seconds
@@ -22,8 +22,7 @@ POPULATION = "64"  # a small evolutionary-search population keeps each batch to 
 
 def make_tune_onnx(path: Path, seed: int = 1) -> Path:
     """conv(3->8, 3x3, s2) + relu + flatten + matmul(128->10) + add, 8x8 input: three MetaSchedule tasks."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(seed)
     arrays = {"w": (0.3 * rng.standard_normal((8, 3, 3, 3))).astype(np.float32),
@@ -35,13 +34,7 @@ def make_tune_onnx(path: Path, seed: int = 1) -> Path:
              helper.make_node("Flatten", ["r"], ["f"], axis=1),
              helper.make_node("MatMul", ["f", "fc"], ["m"]),
              helper.make_node("Add", ["m", "fb"], ["logits"])]
-    graph = helper.make_graph(nodes, "tinytune", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-                              [numpy_helper.from_array(a, n) for n, a in arrays.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(path, "tinytune", nodes, [1, 3, 8, 8], [1, 10], arrays)
 
 
 
