@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from cm_mlperf.tvm import default_schedule
+
 LAYOUTS = ("NCHW", "NCHWc")
 
 
@@ -175,7 +177,7 @@ class _Blocker:
     def plain(self, old: Any) -> Any:
         if old not in self.plain_cache:
             new, channels = self.blocked[old]
-            n, cb, h, w, b = (int(x) for x in new.ty.shape) if hasattr(new, "ty") else _shape(new)
+            n, cb, h, w, b = _shape(new)
             op = self.relax.op
             x = self.bb.emit(op.permute_dims(new, [0, 1, 4, 2, 3]))
             x = self.bb.emit(op.reshape(x, [n, cb * b, h, w]))
@@ -380,19 +382,6 @@ def to_blocked(mod: Any, block: int = 16, func_name: str = "main") -> tuple[Any,
     return relax.transform.DeadCodeElimination()(new_mod), blocker.converted
 
 
-def vector_bits(target: Any) -> int:
-    """The widest float vector the target's code may use (LLVM's CPU features): 512, 256 or 128."""
-    from tvm.target import codegen
-
-    try:
-        features = {str(f) for f in codegen.llvm_get_cpu_features(target)}
-    except Exception:  # noqa: BLE001 - no LLVM feature query: assume AVX2-class
-        return 256
-    if "avx512f" in features:
-        return 512
-    return 256 if "avx" in features else 128
-
-
 def apply(mod: Any, target: Any, conv_layout: str = "NCHW") -> tuple[Any, int]:
     """The model in the convolution layout compile and tune both use: NCHW as imported, or NCHWc blocked for
     the target's vector width. Returns (module, convolutions converted)."""
@@ -406,4 +395,4 @@ def apply(mod: Any, target: Any, conv_layout: str = "NCHW") -> tuple[Any, int]:
     with target, tvm.transform.PassContext(opt_level=3):
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.FoldConstant()(mod)  # bias reshapes -> constants the rewrite can re-lay out
-        return to_blocked(mod, block_for(conv_layout, vector_bits(target)))
+        return to_blocked(mod, block_for(conv_layout, 32 * default_schedule.vector_lanes(target)))

@@ -27,8 +27,6 @@ from typing import Any
 import numpy as np
 
 from cm_mlperf.tvm import default_schedule, tune
-from cm_mlperf.tvm import frontend as tvm_frontend
-from cm_mlperf.tvm import layout as tvm_layout
 from cm_mlperf.tvm import runtime as tvm_runtime
 from cm_mlperf.tvm import target as tvm_target
 
@@ -82,12 +80,9 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     target = tvm_target.make_target(mcpu, int(num_cores))
-    model = tvm_frontend.load_onnx(onnx_path)
-    name = tvm_frontend.resolve_input_name(model, input_name)
-    shape = tvm_frontend.model_input_shape(model, name, int(batch_size), layout, int(height), int(width))
-    fixed, _ = tvm_frontend.set_batch_size(model, name, int(batch_size))
-    mod, _ = tvm_layout.apply(tvm_frontend.import_onnx(fixed, name, shape), target, conv_layout)
-    tasks = tune.extract_tasks(tune.tuning_module(mod, target), target)
+    mod, *_ = tune.model_tuning_module(onnx_path, target, batch_size=batch_size, conv_layout=conv_layout,
+                                       input_name=input_name, layout=layout, height=height, width=width)
+    tasks = tune.extract_tasks(mod, target)
     source = ms.database.JSONDatabase(work_dir=str(database_dir), allow_missing=False,
                                       module_equality="structural") if database_dir else None
     refined = ms.database.JSONDatabase(work_dir=str(out), module_equality="structural")

@@ -110,6 +110,19 @@ def tuning_module(mod: Any, target: Any) -> Any:
             return seq(mod)
 
 
+def model_tuning_module(onnx_path: str | os.PathLike[str], target: Any, *, batch_size: int, conv_layout: str = "NCHW",
+                        input_name: str | None = None, layout: str = "NCHW", height: int = 224,
+                        width: int = 224) -> tuple[Any, str, list[int], int]:
+    """The ONNX model imported as compile-tvm-model imports it (batch fixed, convolution layout applied), through
+    tuning_module(): (module, input name, input shape, convolutions blocked)."""
+    model = tvm_frontend.load_onnx(onnx_path)
+    name = tvm_frontend.resolve_input_name(model, input_name)
+    shape = tvm_frontend.model_input_shape(model, name, int(batch_size), layout, int(height), int(width))
+    fixed, _ = tvm_frontend.set_batch_size(model, name, int(batch_size))  # as compile-tvm-model does
+    mod, blocked = tvm_layout.apply(tvm_frontend.import_onnx(fixed, name, shape), target, conv_layout)
+    return tuning_module(mod, target), name, shape, blocked
+
+
 def extract_tasks(mod: Any, target: Any) -> list[Any]:
     """MetaSchedule's tasks (one per distinct fused TIR function) of a tuning_module, minus scheduled ones."""
     from tvm.s_tir.meta_schedule import relax_integration
@@ -234,13 +247,9 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         raise TVMTuningError(f"--mcpu={mcpu} lets LLVM use {', '.join(missing)}, which this CPU lacks: tuning measures "
                              f"the candidates here, so they would crash. Tune on a machine with that CPU, or "
                              f"choose one this machine has")
-    model = tvm_frontend.load_onnx(onnx_path)
-    name = tvm_frontend.resolve_input_name(model, input_name)
-    shape = tvm_frontend.model_input_shape(model, name, int(batch_size), layout, int(height), int(width))
     model_name = model_name or Path(onnx_path).stem
-    fixed, _ = tvm_frontend.set_batch_size(model, name, int(batch_size))  # as compile-tvm-model does
-    mod, blocked = tvm_layout.apply(tvm_frontend.import_onnx(fixed, name, shape), target, conv_layout)
-    mod = tuning_module(mod, target)
+    mod, name, shape, blocked = model_tuning_module(onnx_path, target, batch_size=batch_size, conv_layout=conv_layout,
+                                                    input_name=input_name, layout=layout, height=height, width=width)
     tasks = extract_tasks(mod, target)
     target_text = tvm_target.target_json(target)
     log(f"model {model_name}, input '{name}' {shape}, target {target_text}, convolutions {conv_layout}"
