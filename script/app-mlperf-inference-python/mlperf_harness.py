@@ -128,11 +128,15 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
     if psc < wanted_psc:
         print(f"[harness] performance sample count {wanted_psc} > dataset size {qsl.size}: using {psc}")
 
-    backend = mlperf_backends.create_backend(s.backend)
+    # One backend instance per SUT worker: each runs one batch at a time on its own threads (s.split_cores)
     t0 = time.perf_counter()
-    backend.load(s.model, s.threads, s.batch_size)
+    instances = [mlperf_backends.create_backend(s.backend) for _ in range(s.workers)]
+    for instance in instances:
+        instance.load(s.model, s.threads, s.batch_size)
+    backend = instances[0]
     print(f"[harness] {backend.name} {backend.version()} loaded in {time.perf_counter() - t0:.1f} s "
-          f"({s.threads} threads); QSL {qsl.size} samples, performance sample count {psc}")
+          f"({s.workers} instance(s) x {s.threads} thread(s)); QSL {qsl.size} samples, "
+          f"performance sample count {psc}")
 
     spq = int(rnd.value(s.model_key, "MultiStream", "samples_per_query") or 8)
     batch_size = _resolve_batch_size(s, backend, spq)
@@ -140,7 +144,7 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
     exact_latency_ns = None
     if s.mode == "performance":
         if s.scenario in ("Offline", "Server") and not s.target_qps:
-            measured = measure(backend, qsl, batch_size, budget_s=_warmup_budget(s))
+            measured = measure(instances, qsl, batch_size, budget_s=_warmup_budget(s))
             if s.scenario == "Offline":
                 # an underestimate ends the one query early (INVALID), an overestimate only lengthens the run
                 rate = max(measured["samples_per_second_fast"], s.qps_estimate or 0.0)
@@ -150,7 +154,8 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
                 s.target_qps = round(rate * SERVER_QPS_FRACTION, 3)
             estimate = f", find-performance {s.qps_estimate:.1f}" if s.qps_estimate else ""
             print(f"[harness] warm-up: {measured['samples_per_second']:.1f} samples/s median, "
-                  f"{measured['samples_per_second_fast']:.1f} fast quartile at batch {batch_size}{estimate} "
+                  f"{measured['samples_per_second_fast']:.1f} fast quartile at batch {batch_size}, "
+                  f"{s.workers} instance(s){estimate} "
                   f"-> target_qps {s.target_qps}")
         elif s.scenario in ("SingleStream", "MultiStream") and not s.target_latency_ms:
             measured = measure(backend, qsl, 1 if s.scenario == "SingleStream" else spq)
@@ -198,7 +203,7 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
         total = qsl.size if s.mode == "accuracy" else None
         progress = tqdm(total=total, unit="img", desc=f"{s.scenario} {s.mode}", mininterval=1.0,
                         disable=None, file=sys.stderr)
-    sut_impl = SystemUnderTest(lg, backend, qsl, s.scenario, batch_size, s.model.label_offset, s.workers, progress)
+    sut_impl = SystemUnderTest(lg, instances, qsl, s.scenario, batch_size, s.model.label_offset, progress)
     sut = lg.ConstructSUT(sut_impl.issue_queries, sut_impl.flush_queries)
     qsl_handle = lg.ConstructQSL(qsl.size, psc, qsl.load, qsl.unload)
     print(f"[harness] LoadGen {s.scenario} {s.mode} (round {s.round}, batch {batch_size}) -> {out}")
@@ -237,6 +242,7 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
         "performance_sample_count": psc,
         "batch_size": batch_size,
         "threads": s.threads,
+        "instances": s.workers,
         "target_qps": s.target_qps,
         "target_latency_ms": s.target_latency_ms,
         "warmup": measured,

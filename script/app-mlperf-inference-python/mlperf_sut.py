@@ -74,15 +74,16 @@ class SystemUnderTest:
     """Answers LoadGen queries with one float32 class index per sample (argmax - label offset).
 
     SingleStream/MultiStream queries are answered inside the issue callback (one query in flight at a
-    time; no thread hand-off on the latency path). Offline's single big query is cut into batches and
-    Server's queries are queued; worker threads drain the queue, Server workers coalescing waiting
+    time; no thread hand-off on the latency path) by the first backend. Offline's single big query is cut
+    into batches and Server's queries are queued; one worker thread per backend instance drains the queue
+    (an instance runs one batch at a time: TVM's VM is not thread-safe), Server workers coalescing waiting
     queries up to the batch size.
     """
 
-    def __init__(self, lg: Any, backend: Any, qsl: SampleLibrary, scenario: str, batch_size: int,
-                 label_offset: int, workers: int = 1, progress: Any = None) -> None:
+    def __init__(self, lg: Any, backends: Any, qsl: SampleLibrary, scenario: str, batch_size: int,
+                 label_offset: int, progress: Any = None) -> None:
         self.lg = lg
-        self.backend = backend
+        self.backends = list(backends) if isinstance(backends, (list, tuple)) else [backends]
         self.qsl = qsl
         self.scenario = scenario
         self.batch_size = max(1, batch_size)
@@ -94,15 +95,15 @@ class SystemUnderTest:
         self._queue: queue.Queue = queue.Queue()
         self._workers: list[threading.Thread] = []
         if scenario in ("Offline", "Server"):
-            for n in range(max(1, workers)):
-                t = threading.Thread(target=self._worker, name=f"sut-worker-{n}", daemon=True)
+            for n, backend in enumerate(self.backends):
+                t = threading.Thread(target=self._worker, args=(backend,), name=f"sut-worker-{n}", daemon=True)
                 t.start()
                 self._workers.append(t)
 
     # LoadGen callbacks
     def issue_queries(self, query_samples: list[Any]) -> None:
         if self.scenario in ("SingleStream", "MultiStream"):
-            self._answer(list(query_samples))
+            self._answer(self.backends[0], list(query_samples))
         elif self.scenario == "Offline":
             samples = list(query_samples)
             for start in range(0, len(samples), self.batch_size):
@@ -119,7 +120,7 @@ class SystemUnderTest:
         for t in self._workers:
             t.join()
 
-    def _worker(self) -> None:
+    def _worker(self, backend: Any) -> None:
         while True:
             item = self._queue.get()
             if item is None:
@@ -136,11 +137,11 @@ class SystemUnderTest:
                         self._queue.put(None)
                         break
                     samples = samples + more
-            self._answer(samples)
+            self._answer(backend, samples)
 
-    def _answer(self, samples: list[Any]) -> None:
+    def _answer(self, backend: Any, samples: list[Any]) -> None:
         try:
-            logits = self.backend.predict(self.qsl.batch([s.index for s in samples]))
+            logits = backend.predict(self.qsl.batch([s.index for s in samples]))
             # [N, classes] or [N, classes, 1, 1] (squeezenet-style heads): flatten per sample
             logits = np.asarray(logits).reshape(len(samples), -1)
             classes = (np.argmax(logits, axis=1) - self.label_offset).astype(np.float32)
@@ -162,34 +163,59 @@ class SystemUnderTest:
 # ------------------------------------------------------------------------------------ warm-up measurement
 
 
-def measure(backend: Any, qsl: SampleLibrary, per_call: int, budget_s: float = 1.0,
+def measure(backends: Any, qsl: SampleLibrary, per_call: int, budget_s: float = 1.0,
             min_calls: int = 3, max_calls: int = 200) -> dict[str, float]:
-    """Time `predict` on `per_call` samples at a time, after one untimed call.
+    """Time `predict` on `per_call` samples at a time, after one untimed call, on every backend instance at once
+    (each in its own thread, as the SUT's workers run them: instances share the cores' caches and memory).
 
     Returns samples/s at the median call time, samples/s at the fast quartile (what the machine does when
     nothing else competes: a shared machine's stalls make the mean far too pessimistic, and an Offline query
-    sized from an underestimate ends before the minimum duration: INVALID), and the median latency (ms).
-    Used to pick target_qps / target_latency when the user gave none, as submitters do before a run.
+    sized from an underestimate ends before the minimum duration: INVALID), both summed over the instances,
+    and the median latency (ms). Used to pick target_qps / target_latency when the user gave none, as
+    submitters do before a run.
     """
+    backends = list(backends) if isinstance(backends, (list, tuple)) else [backends]
     idx = [i % qsl.size for i in range(per_call)]
     qsl.load(sorted(set(idx)))
-    try:
-        np.argmax(backend.predict(qsl.batch(idx)), axis=1)
-        times = []
-        start = time.perf_counter()
-        while len(times) < max_calls and (len(times) < min_calls or time.perf_counter() - start < budget_s):
-            t0 = time.perf_counter()
-            # Same work as the SUT does per batch: gather, infer, argmax.
+    times: list[list[float]] = [[] for _ in backends]
+    errors: list[BaseException] = []
+    start_line = threading.Barrier(len(backends))
+
+    def timed(backend: Any, out: list[float]) -> None:
+        try:
             np.argmax(backend.predict(qsl.batch(idx)), axis=1)
-            times.append(time.perf_counter() - t0)
-        total = sum(times)
+            start_line.wait()
+            start = time.perf_counter()
+            while len(out) < max_calls and (len(out) < min_calls or time.perf_counter() - start < budget_s):
+                t0 = time.perf_counter()
+                # Same work as the SUT does per batch: gather, infer, argmax.
+                np.argmax(backend.predict(qsl.batch(idx)), axis=1)
+                out.append(time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            errors.append(exc)
+            start_line.abort()
+
+    try:
+        threads = [threading.Thread(target=timed, args=pair, daemon=True) for pair in zip(backends, times, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
         qsl.unload(sorted(set(idx)))
-    median, fast = float(np.median(times)), float(np.percentile(times, 25))
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if real or errors:
+        raise (real or errors)[0]
+
+    def rate(seconds: float) -> float:
+        return per_call / seconds if seconds > 0 else float("inf")
+
+    every = [t for per_backend in times for t in per_backend]
     return {
-        "samples_per_second": per_call / median if median > 0 else float("inf"),
-        "samples_per_second_fast": per_call / fast if fast > 0 else float("inf"),
-        "samples_per_second_mean": per_call * len(times) / total if total > 0 else float("inf"),
-        "latency_ms": float(np.median(times)) * 1000.0,
-        "calls": len(times),
+        "samples_per_second": sum(rate(float(np.median(t))) for t in times),
+        "samples_per_second_fast": sum(rate(float(np.percentile(t, 25))) for t in times),
+        "samples_per_second_mean": sum(per_call * len(t) / sum(t) if sum(t) > 0 else float("inf") for t in times),
+        "latency_ms": float(np.median(every)) * 1000.0,
+        "calls": len(every),
+        "instances": len(backends),
     }

@@ -164,6 +164,46 @@ def test_settings_errors(settings_mod, sut_mod, tiny, tmp_path):
         settings_mod.settings_from_env({"CM_MLPERF_LOADGEN_TARGET_QPS": "fast"})
 
 
+@pytest.mark.parametrize("scenario, cores, threads, workers, expected", [
+    ("Offline", 4, 0, 0, (1, 4)),  # one single-threaded instance per core
+    ("Server", 2, 0, 0, (1, 2)),
+    ("Offline", 4, 2, 0, (2, 2)),  # --threads given: the instances fill the cores
+    ("Offline", 4, 0, 1, (4, 1)),  # --workers given: the threads fill the cores
+    ("Offline", 4, 3, 0, (3, 1)),
+    ("Offline", 2, 1, 3, (1, 3)),  # both given: as given
+    ("SingleStream", 4, 0, 0, (4, 1)),  # one query in flight: every core on it
+    ("MultiStream", 4, 0, 3, (4, 1)),
+    ("SingleStream", 4, 2, 0, (2, 1)),
+])
+def test_cores_are_shared_out_per_scenario(settings_mod, scenario, cores, threads, workers, expected):
+    assert settings_mod.split_cores(scenario, cores, threads, workers) == expected
+
+
+def test_settings_take_cores_from_detect_cpu(settings_mod, tiny):
+    env = {"CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]), "CM_HOST_CPU_PHYSICAL_CORES": "3",
+           "CM_HOST_CPU_TOTAL_CORES": "6"}
+    s = settings_mod.settings_from_env(env).normalised()
+    assert (s.scenario, s.cores, s.threads, s.workers) == ("Offline", 3, 1, 3)
+    s = settings_mod.settings_from_env({**env, "CM_MLPERF_LOADGEN_SCENARIO": "SingleStream"}).normalised()
+    assert (s.threads, s.workers) == (3, 1)
+    s = settings_mod.settings_from_env({**env, "CM_MLPERF_NUM_THREADS": "2", "CM_MLPERF_SUT_WORKERS": ""}).normalised()
+    assert (s.threads, s.workers) == (2, 1)
+    with pytest.raises(ValueError, match="--workers='two'"):
+        settings_mod.settings_from_env({**env, "CM_MLPERF_SUT_WORKERS": "two"})
+
+
+def test_warmup_measures_every_instance_at_once(backends, sut_mod, tiny):
+    instances = [backends.create_backend("onnxruntime") for _ in range(2)]
+    for backend in instances:
+        backend.load(backends.ModelFacts(onnx_path=str(tiny["onnx"])), 1, 4)
+    qsl = sut_mod.SampleLibrary(sut_mod.list_samples(str(tiny["data"])))
+    both = sut_mod.measure(instances, qsl, 4, budget_s=0.2)
+    one = sut_mod.measure(instances[:1], qsl, 4, budget_s=0.2)
+    assert both["instances"] == 2 and one["instances"] == 1
+    assert both["calls"] >= 6 and both["samples_per_second"] > 0 and both["samples_per_second_fast"] > 0
+    assert qsl.loaded == 0  # the warm-up leaves the QSL as LoadGen expects it
+
+
 def test_customize_checks_settings_before_anything_runs(script_module, tiny, tmp_path):
     cust = script_module(SCRIPT, "customize")
     env = {"CM_DATASET_PREPROCESSED_PATH": str(tiny["data"]), "CM_MLPERF_OUTPUT_DIR": str(tmp_path)}
@@ -207,12 +247,13 @@ class FakeLoadGen:
 
 @pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream", "Offline", "Server"])
 def test_sut_answers_every_sample_with_float32_class(backends, sut_mod, tiny, scenario):
-    backend = backends.create_backend("onnxruntime")
-    backend.load(backends.ModelFacts(onnx_path=str(tiny["onnx"])), 1, 4)
+    instances = [backends.create_backend("onnxruntime") for _ in range(2)]
+    for backend in instances:
+        backend.load(backends.ModelFacts(onnx_path=str(tiny["onnx"])), 1, 4)
     qsl = sut_mod.SampleLibrary(sut_mod.list_samples(str(tiny["data"])))
     qsl.load(list(range(qsl.size)))
     lg = FakeLoadGen()
-    sut = sut_mod.SystemUnderTest(lg, backend, qsl, scenario, batch_size=4, label_offset=1, workers=2)
+    sut = sut_mod.SystemUnderTest(lg, instances, qsl, scenario, batch_size=4, label_offset=1)
     queries = [[QuerySample(100 + i, i)] for i in range(qsl.size)]
     if scenario in ("MultiStream", "Offline"):
         queries = [[q[0] for q in queries]]
@@ -258,7 +299,8 @@ def test_offline_performance_run(harness, tiny, tmp_path):
     out = tmp_path / "offline"
     # No target_qps: the harness measures a warm-up and sets it.
     env, r = run_harness(tiny, out, tmp_path / "run", CM_MLPERF_LOADGEN_MIN_DURATION="100",
-                         CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="200")
+                         CM_MLPERF_LOADGEN_MIN_QUERY_COUNT="200", CM_MLPERF_NUM_THREADS="",
+                         CM_HOST_CPU_PHYSICAL_CORES="2")
     for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "user.conf", "mlperf.conf"):
         assert (out / name).is_file(), name
     assert r["scenario"] == "Offline" and r["mode"] == "performance"
@@ -269,6 +311,8 @@ def test_offline_performance_run(harness, tiny, tmp_path):
     assert r["qsl_size"] == r["performance_sample_count"] == r["loadgen_performance_sample_count"] == N_SAMPLES
     assert r["samples_processed"] >= 200
     assert r["warmup"]["samples_per_second"] > 0 and r["target_qps"] > 0
+    # Offline's default on 2 cores: two single-threaded backend instances, both in the warm-up
+    assert (r["threads"], r["instances"], r["warmup"]["instances"]) == (1, 2, 2)
     conf = (out / "user.conf").read_text()
     assert f"resnet50.Offline.target_qps = {r['target_qps']:.6g}" in conf
     assert "resnet50.Offline.performance_sample_count_override = 12" in conf
@@ -443,8 +487,10 @@ def test_tvm_backend_matches_onnxruntime_and_runs(backends, sut_mod, script_modu
 
     out = tmp_path / "tvm-acc"
     _, r = run_harness(tiny, out, tmp_path / "run", CM_MLPERF_BACKEND="tvm", CM_MLPERF_LOADGEN_MODE="accuracy",
-                       CM_MLPERF_LOADGEN_COUNT="10", CM_TVM_MODEL_SO=str(so), CM_TVM_BATCH_SIZE=str(batch))
+                       CM_MLPERF_LOADGEN_COUNT="10", CM_TVM_MODEL_SO=str(so), CM_TVM_BATCH_SIZE=str(batch),
+                       CM_MLPERF_SUT_WORKERS="2")
     assert r["backend"] == "tvm" and r["valid"] and r["batch_size"] == batch and r["qsl_size"] == 10
+    assert r["instances"] == 2  # two VMs over one library, answering at once
     res = acc.write_accuracy_txt(out, tiny["data"] / "val_map.txt")
     assert res.line() == "accuracy=90.000%, good=9, total=10"
 
