@@ -22,6 +22,7 @@ once --time_budget seconds are spent, as untuned TVM needs seconds per image); t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import importlib
 import importlib.util
@@ -30,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,6 +81,14 @@ def effnet_path(given: str | None, work: Path) -> tuple[Path | None, str]:
         return None, f"no --effnet_onnx and the converter is unavailable ({type(e).__name__}: {e})"
 
 
+def side_by_side(fns: list[Any], pool: ThreadPoolExecutor | None) -> Any:
+    """One call of every instance at once (one per thread, as the harness's SUT workers run them); the first's
+    result. A single instance is called directly."""
+    if pool is None or len(fns) == 1:
+        return fns[0]()
+    return [f.result() for f in [pool.submit(fn) for fn in fns]][0]
+
+
 def time_runs(fn: Any, warmup: int, iters: int, budget: float) -> tuple[float, int, Any]:
     """Median seconds per call over up to `iters` timed calls (>= 1, stop once `budget` s spent); last result."""
     out = None
@@ -108,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=f"light_resnet50,{EFFNET}",
                     help=f"comma list of {EFFNET} and/or {', '.join(LIGHT_MODELS)}")
     ap.add_argument("--batches", default="1,8", help="comma list of batch sizes")
-    ap.add_argument("--threads", type=int, default=0, help="threads for both backends (default: physical cores)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads per inference for both backends (default: physical cores)")
+    ap.add_argument("--instances", type=int, default=1,
+                    help="backend instances answering at once, each on --threads threads (the harness's Offline "
+                         "default on C cores: --threads 1 --instances C); samples/s counts all of them")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations per measurement")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations per measurement (median reported)")
     ap.add_argument("--time_budget", type=float, default=60.0,
@@ -138,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     mcpu = args.mcpu or host["CM_HOST_CPU_LLVM_MCPU"] or "x86-64"
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    print(f"# {host['CM_HOST_CPU_MODEL_NAME']}, {threads} thread(s), LLVM mcpu {mcpu}; onnxruntime {ort.__version__}, "
+    instances = max(1, args.instances)
+    pool = ThreadPoolExecutor(instances) if instances > 1 else None
+    print(f"# {host['CM_HOST_CPU_MODEL_NAME']}, {instances} instance(s) x {threads} thread(s), LLVM mcpu {mcpu}; "
+          f"onnxruntime {ort.__version__}, "
           f"TVM {tvm.__version__} (pipeline {args.pipeline}, untuned); "
           f"{_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
 
@@ -169,10 +186,14 @@ def main(argv: list[str] | None = None) -> int:
                 x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
                 fixed, _ = frontend.set_batch_size(model, input_name, bs)
                 # the thread policy the harness gives both backends: idle workers sleep unless TVM's spin
-                sess = runner.ort_session(fixed, threads, spinning=os.environ.get(runner.SPIN_COUNT_ENV, "0") != "0")
+                spinning = os.environ.get(runner.SPIN_COUNT_ENV, "0") != "0"
+                sessions = [runner.ort_session(fixed, threads, spinning=spinning) for _ in range(instances)]
+                sess = sessions[0]
                 print(f"{model_name} b{bs}: onnxruntime...", flush=True)
-                ort_s, ort_n, ort_out = time_runs(lambda s=sess, feed={input_name: x}: s.run(None, feed),
-                                                  args.warmup, args.iters, args.time_budget)
+                ort_fns = [lambda s=s, feed={input_name: x}: s.run(None, feed) for s in sessions]
+                ort_s, ort_n, ort_out = time_runs(lambda fns=ort_fns: side_by_side(fns, pool), args.warmup,
+                                                  args.iters, args.time_budget)
+                ort_s /= instances  # seconds per batch of the whole system
                 flops = model_flops(fixed)
                 row = {"model": model_name, "batch": bs, "backend": "onnxruntime", "sps": bs / ort_s,
                        "gflops": flops * bs / ort_s / 1e9, "iters": ort_n, "note": ""}
@@ -190,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     if variant == "shipped":
                         db_dir, _ = databases.find_shipped(REPO / "tuning-databases", model_sha256=sha,
                                                            batch_size=bs, family=fam, tvm_version=tvm.__version__,
-                                                           conv_layout=conv_layout)
+                                                           conv_layout=conv_layout, threads=threads)
                         if db_dir is None:
                             print(f"{model_name} b{bs}: no shipped {conv_layout} database for {fam}")
                             continue
@@ -200,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                         from cm_mlperf.tvm import tune
 
                         shipped, _ = databases.find_shipped(REPO / "tuning-databases", model_sha256=sha,
-                                                            batch_size=bs, family=fam, tvm_version=tvm.__version__)
+                                                            batch_size=bs, family=fam, tvm_version=tvm.__version__,
+                                                            threads=threads)
                         conv_layout = databases.database_layout(shipped) if shipped else databases.DEFAULT_CONV_LAYOUT
                         t0 = time.perf_counter()
                         info = tune.tune_model(path, batch_size=bs, mcpu=mcpu, num_cores=threads,
@@ -210,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                         note = (f"{conv_layout}, {info['trials_done']} trials in {time.perf_counter() - t0:.0f} s"
                                 f"{' on top of ' + shipped.name if shipped else ''}")
                     elif variant == "mojo":  # our Mojo kernels (cm_mlperf.mojo), no compile step per model
-                        rows.append(mojo_row(args, work, path, model_name, bs, x, threads, ort_s, ort_out, flops))
+                        rows.append(mojo_row(args, work, path, model_name, bs, x, threads, ort_s, ort_out, flops,
+                                             instances, pool))
                         continue
                     elif variant == "untuned":
                         conv_layout = databases.DEFAULT_CONV_LAYOUT
@@ -224,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
                                             out_dir=str(work / f"{model_name}-b{bs}-{label.replace(' ', '-')}"),
                                             model_name=model_name, verify=False, database_dir=db_dir,
                                             conv_layout=conv_layout, log=lambda m: None)
-                    vm = runner.load_vm(info["so_path"])
-                    tvm_s, tvm_n, tvm_out = time_runs(lambda v=vm, xx=x: runner.run_tvm(v, xx), args.warmup,
+                    vms = [runner.load_vm(info["so_path"]) for _ in range(instances)]
+                    tvm_fns = [lambda v=v, xx=x: runner.run_tvm(v, xx) for v in vms]
+                    tvm_s, tvm_n, tvm_out = time_runs(lambda fns=tvm_fns: side_by_side(fns, pool), args.warmup,
                                                       args.iters, args.time_budget)
+                    tvm_s /= instances
                     checks = verify.compare_outputs(tvm_out, [np.asarray(a) for a in ort_out],
                                                     [o.name for o in sess.get_outputs()], verify.DEFAULT_RTOL)
                     rows.append({"model": model_name, "batch": bs, "backend": f"TVM ({label})", "sps": bs / tvm_s,
@@ -260,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def mojo_row(args: Any, work: Path, path: Path, model_name: str, bs: int, x: np.ndarray, threads: int,
-             ort_s: float, ort_out: Any, flops: float) -> dict[str, Any]:
+             ort_s: float, ort_out: Any, flops: float, instances: int = 1,
+             pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
     """One row for our Mojo kernels: the library from --mojo_lib, else built now from build-mojo-backend's sources."""
     from cm_mlperf.mojo import toolchain
     from cm_mlperf.mojo.engine import MojoEngine
@@ -271,8 +297,11 @@ def mojo_row(args: Any, work: Path, path: Path, model_name: str, bs: int, x: np.
         if not mojo:
             raise SystemExit("--variants includes mojo but the Mojo toolchain is not installed: pip install mojo")
         toolchain.build_backend(mojo, SCRIPTS / "build-mojo-backend" / "mojo", work / "mojo", native=False)
-    with MojoEngine(lib, path, threads=threads) as eng:  # one image per pass: see cm_mlperf.mojo.engine
-        mojo_s, mojo_n, out = time_runs(lambda: eng.run(x), args.warmup, args.iters, args.time_budget)
+    with contextlib.ExitStack() as stack:  # one image per pass: see cm_mlperf.mojo.engine
+        engines = [stack.enter_context(MojoEngine(lib, path, threads=threads)) for _ in range(instances)]
+        fns = [lambda e=e: e.run(x) for e in engines]
+        mojo_s, mojo_n, out = time_runs(lambda: side_by_side(fns, pool), args.warmup, args.iters, args.time_budget)
+        mojo_s /= instances
     ref = np.asarray(ort_out[0]).reshape(out.shape)
     print(f"{model_name} b{bs}: Mojo {bs / mojo_s:.2f}/s, {ort_s / mojo_s:.2f}x ORT", flush=True)
     return {"model": model_name, "batch": bs, "backend": "Mojo (ours)", "sps": bs / mojo_s,

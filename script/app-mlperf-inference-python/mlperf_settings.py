@@ -10,6 +10,7 @@ import mlperf_backends
 from cm_mlperf.loadgen import rounds
 from cm_mlperf.loadgen import user_conf as loadgen_user_conf
 from cm_mlperf.loadgen.user_conf import MODEL_KEY
+from cm_mlperf.parallelism import split_cores
 
 _SCENARIO_NAMES = {s.lower(): s for s in rounds.SCENARIOS}
 MODES = ("performance", "accuracy")
@@ -88,27 +89,6 @@ class HarnessSettings:
         d = dict(d)
         d["model"] = mlperf_backends.ModelFacts(**d.get("model", {}))
         return cls(**d)
-
-
-def split_cores(scenario: str, cores: int, threads: int = 0, workers: int = 0) -> tuple[int, int]:
-    """(threads per inference, backend instances) for a scenario; 0 means "choose".
-
-    SingleStream and MultiStream have one query in flight: one instance, every core on it. Offline and Server
-    keep many samples in flight: one single-threaded instance per core by default, so no core waits for another
-    at each of the model's ~50 kernels (a thread pool's hand-off per kernel costs more than the work it splits
-    at batch 1; measured on EfficientNet-Lite0, 2 cores: 2 instances x 1 thread ran 1.3-1.5x one instance x 2
-    threads, for TVM and onnxruntime alike). A user's --threads or --workers wins; the other fills the cores.
-    """
-    cores = max(1, cores)
-    if scenario in ("SingleStream", "MultiStream"):
-        return threads or cores, 1
-    if threads and workers:
-        return threads, workers
-    if threads:
-        return threads, max(1, cores // threads)
-    if workers:
-        return max(1, cores // workers), workers
-    return 1, cores
 
 
 # The flag (app-mlperf-inference-python's input_mapping) behind each numeric env key, for error messages.

@@ -24,6 +24,16 @@ def _family(env: dict[str, str]) -> str:
     return family.family_from_flags(env.get("CM_HOST_CPU_FLAGS", "").split(), env.get("CM_HOST_CPU_ARCH", "x86_64"))
 
 
+def _threads(env: dict[str, str]) -> int:
+    """The threads per inference the library is built for (compile-tvm-model's --threads), 0 when unknown."""
+    for key in ("CM_TVM_NUM_THREADS", "CM_HOST_CPU_PHYSICAL_CORES"):
+        try:
+            return int(str(env.get(key, "")).strip())
+        except ValueError:
+            continue
+    return 0
+
+
 def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     env = i["env"]
     shipped = env.get("CM_TVM_SHIPPED_DATABASES_DIR") or str(
@@ -37,7 +47,8 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
                                   model_name=env.get("CM_ML_MODEL_NAME", ""),
                                   model_sha256=env.get("CM_ML_MODEL_SHA256", ""), batch_size=batch,
                                   family=_family(env), tvm_version=env.get("CM_TVM_VERSION", ""),
-                                  conv_layout=env.get("CM_TVM_CONV_LAYOUT", "") or "auto")
+                                  conv_layout=env.get("CM_TVM_CONV_LAYOUT", "") or "auto",
+                                  threads=_threads(env))
     except databases.TuningDatabaseError as e:
         return {"return": 1, "error": str(e)}
     env.update(chosen)

@@ -7,6 +7,8 @@ import re
 import time
 from typing import Any
 
+from cm_mlperf.parallelism import split_cores
+
 SCENARIOS = {s.lower(): s for s in ("Offline", "SingleStream", "MultiStream", "Server")}
 RUN_MODES = {"all": ("yes", "yes"), "performance": ("yes", "no"), "accuracy": ("no", "yes")}
 ROUNDS = ("v3.1", "v6.1")
@@ -127,6 +129,12 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     mode = env.get("CM_MLPERF_RUN_MODE", "all").lower()
     env["CM_MLPERF_LOADGEN_SCENARIO"] = scenario
     env["CM_MLPERF_SCENARIO_TAG"] = scenario.lower()
+    # threads per inference and instances at once, settled here: TVM compiles for those threads (prehook_deps)
+    cores = (_int_or_none(env.get("CM_HOST_CPU_PHYSICAL_CORES")) or _int_or_none(env.get("CM_HOST_CPU_TOTAL_CORES"))
+             or os.cpu_count() or 1)
+    threads, workers = split_cores(scenario, cores, _int_or_none(env.get("CM_MLPERF_NUM_THREADS")) or 0,
+                                   _int_or_none(env.get("CM_MLPERF_SUT_WORKERS")) or 0)
+    env["CM_MLPERF_NUM_THREADS"], env["CM_MLPERF_SUT_WORKERS"] = str(threads), str(workers)
     env["CM_MLPERF_RUN_PERFORMANCE"], env["CM_MLPERF_RUN_ACCURACY"] = RUN_MODES[mode]
     env["CM_MLPERF_QUICK_RUN"] = "yes" if execution_mode != "valid" else "no"
 
@@ -140,7 +148,8 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
     env["CM_MLPERF_RUN_DIR"] = run_dir
     env["CM_MLPERF_PERFORMANCE_DIR"] = os.path.join(scenario_dir, "performance", "run_1")
     env["CM_MLPERF_ACCURACY_DIR"] = os.path.join(scenario_dir, "accuracy")
-    print(f"MLPerf run ({execution_mode}): {backend} / {model} / {scenario} / {mode} -> {run_dir}")
+    print(f"MLPerf run ({execution_mode}): {backend} / {model} / {scenario} / {mode}, {workers} instance(s) x "
+          f"{threads} thread(s) -> {run_dir}")
     return {"return": 0}
 
 

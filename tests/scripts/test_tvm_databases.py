@@ -182,6 +182,31 @@ def test_shipped_database_serves_every_avx512_cpu(cpu):
     assert nchw["CM_TVM_CONV_LAYOUT_USED"] == "NCHW"
 
 
+@pytest.mark.parametrize("cpu, threads, expected", [
+    ("amd-genoa", 1, "efficientnet-lite0-b1-nchwc-t1-x86_64_v4"),  # Offline/Server: one thread per instance
+    ("intel-spr", 1, "efficientnet-lite0-b1-nchwc-t1-x86_64_v4"),
+    ("amd-genoa", 2, "efficientnet-lite0-b1-nchwc-x86_64_v4"),  # SingleStream: every core on one image
+    ("intel-spr", 8, "efficientnet-lite0-b1-nchwc-x86_64_v4"),
+    ("amd-genoa", 0, "efficientnet-lite0-b1-nchwc-x86_64_v4"),  # unknown: the multi-threaded kind
+    ("amd-rome", 1, "efficientnet-lite0-b1-nchwc-t1-x86_64_v3"),
+    ("amd-rome", 4, "efficientnet-lite0-b1-nchwc-x86_64_v3"),
+])
+def test_the_database_fits_the_threads_per_inference(cpu, threads, expected):
+    """Single-threaded builds get the database whose kernels have no parallel loops; multi-threaded ones the other."""
+    fam = family.family_from_flags(FLAGS[cpu].split())
+    chosen = databases.choose(user_db="", shipped_root=SHIPPED, model_name="efficientnet-lite0",
+                              model_sha256=EFFNET_SHA, batch_size=1, family=fam, tvm_version="0.27.0", threads=threads)
+    assert chosen["CM_TVM_TUNING_DB_NAME"] == expected
+    manifest = databases.read_manifest(SHIPPED / expected)
+    assert (databases.database_threads(manifest) == 1) == (threads == 1)
+    assert ("for 1 thread per inference" in chosen["CM_TVM_TUNING_DB_NOTE"]) == (threads == 1)
+    # ResNet-50's graph has both kinds too
+    rn = databases.find_shipped(SHIPPED, model_sha256=databases.read_manifest(
+        SHIPPED / "light_resnet50-b1-nchwc-x86_64_v4")["model_sha256"], batch_size=1, family=fam,
+        tvm_version="0.27.0", threads=threads)[0]
+    assert rn is not None and (databases.database_threads(databases.read_manifest(rn)) == 1) == (threads == 1)
+
+
 def test_avx2_cpus_get_the_avx2_database():
     chosen = databases.choose(user_db="", shipped_root=SHIPPED, model_name="efficientnet-lite0",
                               model_sha256=EFFNET_SHA, batch_size=1,

@@ -213,3 +213,37 @@ def test_tuned_build_with_a_partial_database_matches_onnxruntime(tiny, tmp_path)
     info = compile_model(tiny, batch_size=1, mcpu=MCPU, num_cores=2, input_name="x", out_dir=str(tmp_path / "out"),
                          height=32, width=32, verify=True, database_dir=str(db))
     assert info["tuning_database"] and info["verification"]["max_rel_err"] < 1e-4
+
+
+def test_columns_tile_the_output_channel_blocks_and_compute_the_same(target):
+    """Knobs(cols=2): a 1x1 NCHWc convolution's tile spans two output-channel blocks (an axis its input does not
+    depend on), unrolled inside the reduction; a depthwise one (every read moves with every axis) gets none."""
+    import tvm
+    from cm_mlperf.tvm import layout as tvm_layout
+    from tvm import te
+
+    data = te.placeholder((1, 2, 6, 6, 4), name="data")  # 8 channels in blocks of 4
+    weight = te.placeholder((4, 2, 1, 1, 4, 4), name="weight")  # 16 output channels
+    with target:  # TOPI's conv2d_NCHWc asks for the target
+        out = tvm_layout.conv_nchwc(data, weight, (1, 1), (0, 0, 0, 0), (1, 1), 4, 4)
+    conv = te.create_prim_func([data, weight, out])
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((1, 2, 6, 6, 4)).astype("float32"),
+            rng.standard_normal((4, 2, 1, 1, 4, 4)).astype("float32"), np.zeros((1, 4, 6, 6, 4), "float32")]
+    results = {}
+    for knobs in (ds.Knobs(rows=6), ds.Knobs(rows=3, cols=2)):
+        sch = ds.schedule(conv, target, knobs)
+        assert sch is not None
+        trace = str(sch.trace)
+        results[knobs.cols] = trace
+        lib = tvm.compile(sch.mod, target=target)
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        lib(*tensors)
+        want = np.einsum("ncyxi,Ockhio->nOyxo", args[0], args[1])  # TOPI's (O/b, I/b, KH, KW, ib, ob) weights
+        np.testing.assert_allclose(tensors[2].numpy(), want, rtol=1e-4, atol=1e-4)
+    assert results[2].count("unroll") > results[1].count("unroll")  # the columns' loop, unrolled too
+
+    dw = te.placeholder((2, 3, 3, 4), name="dw")
+    depthwise = te.create_prim_func([data, dw, tvm_layout.depthwise_nchwc(data, dw, (1, 1), (1, 1, 1, 1), (1, 1))])
+    assert str(ds.schedule(depthwise, target, ds.Knobs(rows=3, cols=2)).trace) == \
+        str(ds.schedule(depthwise, target, ds.Knobs(rows=3)).trace)

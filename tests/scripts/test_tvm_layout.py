@@ -5,6 +5,7 @@ layout selects."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,9 @@ def test_blocked_model_matches_onnxruntime(tmp_path, block):
         assert converted == 6  # every convolution, the stem and both depthwise ones included
         text = blocked["main"].script()
         assert "R.nn.conv2d(" not in text
-        assert text.count("R.permute_dims") == 2  # one into blocks (the image), one out (before the pooling)
+        assert text.count("R.permute_dims") == 2  # one into blocks (the image), one out (after the pooling)
+        # the global average pool runs on the blocks: only the pooled (1, C/b, 1, 1, b) vector goes back to NCHW
+        assert re.search(rf"R\.Tensor\(\(1, \d+, 1, 1, {block}\), dtype=\"float32\"\) = R\.mean\(", text), text
         ex = tvm.compile(blocked, target=tgt, relax_pipeline=relax.get_default_pipeline(tgt))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = np.random.default_rng(5).standard_normal((1, 3, 20, 20)).astype(np.float32)

@@ -289,11 +289,22 @@ def _tvm_series(version: str) -> str:
     return ".".join(str(version).split(".")[:2])
 
 
+def database_threads(manifest: Mapping[str, Any]) -> int:
+    """The threads per inference a database's schedules were made and timed for (its target's num-cores)."""
+    try:
+        return int((manifest.get("target") or {}).get("num-cores") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def find_shipped(root: str | os.PathLike[str], *, model_sha256: str, batch_size: int, family: str,
-                 tvm_version: str = "", conv_layout: str = "") -> tuple[Path | None, list[dict[str, Any]]]:
+                 tvm_version: str = "", conv_layout: str = "",
+                 threads: int = 0) -> tuple[Path | None, list[dict[str, Any]]]:
     """The shipped database under root for this model, batch, CPU family and convolution layout ("": any, the
-    first of LAYOUT_PREFERENCE that has one), the one with most trials; and the manifests of every shipped
-    database (for the message when none fits)."""
+    first of LAYOUT_PREFERENCE that has one); of those, one made for single-threaded inference when `threads` is
+    1 and one made for several threads otherwise (0: unknown; their kernels carry no parallel loops, or do), else
+    the other kind; then the one with most trials. Also the manifests of every shipped database (for the message when
+    none fits)."""
     root = Path(root)
     manifests = []
     best: tuple[tuple[int, int], Path] | None = None
@@ -312,7 +323,8 @@ def find_shipped(root: str | os.PathLike[str], *, model_sha256: str, batch_size:
         if conv_layout and layout != conv_layout:
             continue
         rank = -LAYOUT_PREFERENCE.index(layout) if layout in LAYOUT_PREFERENCE else -len(LAYOUT_PREFERENCE)
-        score = (rank, int(manifest.get("trials") or 0))
+        fits_threads = (database_threads(manifest) == 1) == (int(threads) == 1)
+        score = (rank, fits_threads, int(manifest.get("trials") or 0))
         if best is None or score > best[0]:
             best = (score, folder)
     return (best[1] if best else None), manifests
@@ -324,7 +336,9 @@ def describe(manifest: Mapping[str, Any]) -> str:
     when = f", {float(minutes) / 60:.0f} min" if minutes else ""
     on = manifest.get("tuned_on", {}).get("mcpu") or manifest.get("target", {}).get("mcpu") or "?"
     layout = manifest.get("conv_layout") or "NCHW"
-    return f"{manifest.get('name', '?')} ({layout}, {manifest.get('trials', '?')} trials{when}, tuned on {on})"
+    threads = database_threads(manifest)
+    per = f", for {threads} thread{'s' if threads > 1 else ''} per inference" if threads else ""
+    return f"{manifest.get('name', '?')} ({layout}{per}, {manifest.get('trials', '?')} trials{when}, tuned on {on})"
 
 
 def tune_command(model_name: str, batch_size: int, conv_layout: str = "") -> str:
@@ -336,11 +350,13 @@ def tune_command(model_name: str, batch_size: int, conv_layout: str = "") -> str
 
 
 def choose(*, user_db: str, shipped_root: str | os.PathLike[str], model_name: str, model_sha256: str,
-           batch_size: int, family: str, tvm_version: str = "", conv_layout: str = "auto") -> dict[str, str]:
+           batch_size: int, family: str, tvm_version: str = "", conv_layout: str = "auto",
+           threads: int = 0) -> dict[str, str]:
     """The database a compile applies, as env: CM_TVM_TUNING_DB_PATH (folder or archive, "" for none),
     CM_TVM_TUNING_DB_SHA256 (content), CM_TVM_TUNING_DB_SOURCE (user, shipped, none), CM_TVM_TUNING_DB_NAME,
     CM_TVM_CONV_LAYOUT_USED (the layout to compile and tune in: the database's) and CM_TVM_TUNING_DB_NOTE (one
-    line for the user). `user_db`: --tuning_db (a path, or "no" for untuned); `conv_layout`: --conv_layout."""
+    line for the user). `user_db`: --tuning_db (a path, or "no" for untuned); `conv_layout`: --conv_layout;
+    `threads`: the threads per inference the library is built for (0: no preference)."""
     wanted = normalise_layout(conv_layout)
     user_db = (user_db or "").strip()
     if user_db.lower() in ("no", "none", "off", "untuned"):
@@ -362,7 +378,7 @@ def choose(*, user_db: str, shipped_root: str | os.PathLike[str], model_name: st
                 "CM_TVM_TUNING_DB_SOURCE": "user", "CM_TVM_TUNING_DB_NAME": name or path.name,
                 "CM_TVM_CONV_LAYOUT_USED": layout, "CM_TVM_TUNING_DB_NOTE": f"applying the tuning database {path}"}
     found, manifests = find_shipped(shipped_root, model_sha256=model_sha256, batch_size=batch_size, family=family,
-                                    tvm_version=tvm_version, conv_layout=wanted)
+                                    tvm_version=tvm_version, conv_layout=wanted, threads=threads)
     if found is not None:
         manifest = read_manifest(found)
         return {"CM_TVM_TUNING_DB_PATH": str(found.resolve()), "CM_TVM_TUNING_DB_SHA256": content_sha256(found),

@@ -41,9 +41,11 @@ class Knobs:
     rows: int = MAX_ROWS  # at most this many unrolled rows of vector accumulators per reduction tile
     chunks: int = PARALLEL_CHUNKS_PER_THREAD  # parallel chunks aimed at per thread
     inline: bool = True  # inline element-wise producers first
+    cols: int = 1  # unrolled columns of the tile along an axis the rows' input does not depend on (output channels)
 
     def label(self) -> str:
-        return f"rows{self.rows}-chunks{self.chunks}{'' if self.inline else '-noinline'}"
+        cols = f"-cols{self.cols}" if self.cols > 1 else ""
+        return f"rows{self.rows}{cols}-chunks{self.chunks}{'' if self.inline else '-noinline'}"
 
 
 DEFAULT_KNOBS = Knobs()
@@ -225,6 +227,7 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int, knobs: Knobs
         return False
     reduction = list(loops[n_lead:])
     spatial = list(loops[:n_lead])
+    spatial_vars = [_block_var_of(sch, block, lp) for lp in spatial]  # before any split makes bindings compound
     last = extents[n_lead - 1]
 
     # the tile: the innermost spatial loop's last `size` iterations, as one vector when the accesses along it are
@@ -245,19 +248,27 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int, knobs: Knobs
     def finish(loop: Any) -> None:
         (sch.vectorize if how == "vector" else sch.unroll)(loop)
 
-    rows = None  # a reduction's vector tile gets rows: independent accumulators, each input load used more
+    rows = cols = None  # a reduction's vector tile gets rows: independent accumulators, each weight load used more
     if reduction and how == "vector":
         at = next((i for i in range(len(spatial) - 1, -1, -1) if (_int_extent(sch, spatial[i]) or 1) > 1), None)
         u = _unroll_factor(_int_extent(sch, spatial[at]), knobs.rows) if at is not None else 0
-        if u:
-            if _int_extent(sch, spatial[at]) == u:
-                rows = spatial.pop(at)
+        # and columns: an axis the rows' input does not move along (a convolution's output-channel blocks), so
+        # each input value loaded feeds cols x rows accumulators
+        at_cols = _cols_axis(sch, block, spatial, spatial_vars, at, knobs.cols) if u else None
+        for i in sorted((j for j in (at, at_cols) if j is not None), reverse=True):  # the later index first
+            width = u if i == at else knobs.cols
+            if _int_extent(sch, spatial[i]) == width:
+                unrolled = spatial.pop(i)
             else:
-                spatial[at], rows = sch.split(spatial[at], factors=[None, u])
+                spatial[i], unrolled = sch.split(spatial[i], factors=[None, width])
+            if i == at:
+                rows = unrolled
+            else:
+                cols = unrolled
 
     if reduction:
-        if tile is not None:  # spatial..., reduction..., [rows], tile: a reduction step updates the whole tile
-            sch.reorder(*reduction, *([rows] if rows is not None else []), tile)
+        if tile is not None:  # spatial..., reduction..., [cols], [rows], tile: a reduction step updates the tile
+            sch.reorder(*reduction, *(lp for lp in (cols, rows) if lp is not None), tile)
         if spatial:  # the accumulators in a local buffer (registers), written out once per tile; an element-wise
             # consumer is folded into that write-out
             out = sch.cache_write(block, 0, "local")
@@ -274,8 +285,9 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int, knobs: Knobs
                 if how == "vector" and n > size and n % size == 0:
                     wb = sch.split(wb, factors=[None, size])[1]
                 finish(wb)
-            if rows is not None:
-                sch.unroll(rows)
+            for unrolled in (rows, cols):
+                if unrolled is not None:
+                    sch.unroll(unrolled)
 
     changed = tile is not None or bool(reduction and spatial)
     if spatial and math.prod(extents) >= MIN_PARALLEL_WORK:
@@ -284,11 +296,36 @@ def _schedule_block(sch: Any, block: Any, lanes: int, threads: int, knobs: Knobs
     if tile is not None:
         finish(tile)  # before decompose_reduction: vectorize wants a block with its init
     if reduction and (tile is not None or spatial):  # the init: once per tile, not a test in the reduction loops
-        outer = len(sch.get_loops(block)) - len(reduction) - (tile is not None) - (rows is not None)
+        outer = len(sch.get_loops(block)) - len(reduction) - (tile is not None) - (rows is not None) - (
+            cols is not None)
         init_loops = sch.get_loops(sch.decompose_reduction(block, reduction[0]))[outer:]
         if tile is not None and init_loops and sch.get(init_loops[-1]).kind == tirx.ForKind.SERIAL:
             finish(init_loops[-1])
     return changed
+
+
+def _cols_axis(sch: Any, block: Any, spatial: list[Any], spatial_vars: list[Any], rows_at: int,
+               cols: int) -> int | None:
+    """The innermost spatial loop (not the rows') that some input read along the rows does not depend on, with an
+    extent `cols` divides; None when cols is 1 or there is none (a depthwise convolution reads every axis)."""
+    from tvm import sym
+
+    if cols < 2:
+        return None
+
+    def moves(rng_min: Any, var: Any) -> bool:
+        coef = sym.detect_linear_equation(rng_min, [var])
+        return len(coef) != 2 or not hasattr(coef[0], "value") or int(coef[0].value) != 0
+
+    reads = [list(region.region) for region in sch.get(block).reads]
+    row_reads = [dims for dims in reads if any(moves(r.min, spatial_vars[rows_at]) for r in dims)]
+    for i in range(len(spatial) - 1, -1, -1):
+        extent = _int_extent(sch, spatial[i]) or 1
+        if i == rows_at or extent < cols or extent % cols:
+            continue
+        if any(not any(moves(r.min, spatial_vars[i]) for r in dims) for dims in row_reads):
+            return i
+    return None
 
 
 def _block_var_of(sch: Any, block: Any, loop: Any) -> Any:

@@ -32,7 +32,8 @@ from cm_mlperf.tvm import target as tvm_target
 
 Log = Callable[[str], None]
 KNOB_GRID: tuple[default_schedule.Knobs, ...] = tuple(
-    default_schedule.Knobs(rows=r, chunks=c) for r in (4, 8, 12) for c in (4, 8, 16))
+    default_schedule.Knobs(rows=r, chunks=c) for r in (4, 8, 12) for c in (4, 8, 16)) + tuple(
+    default_schedule.Knobs(rows=r, cols=c) for r, c in ((4, 2), (6, 2), (3, 4), (6, 4)))
 RTOL = 1e-4
 
 
@@ -70,13 +71,20 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
                     database_dir: str | os.PathLike[str] | None = None, input_name: str | None = None,
                     layout: str = "NCHW", height: int = 224, width: int = 224,
                     knobs: Sequence[default_schedule.Knobs] = KNOB_GRID, repeat: int = 10,
-                    log: Log = tune.log) -> dict[str, Any]:
-    """Write the refined database (one record per task) into out_dir; returns its info (also refine-info.json)."""
+                    measure_threads: int | None = None, log: Log = tune.log) -> dict[str, Any]:
+    """Write the refined database (one record per task) into out_dir; returns its info (also refine-info.json).
+
+    The schedules are made for `num_cores` (their parallel loops) and timed on `measure_threads` threads (default
+    num_cores): 1 chooses for the harness's throughput scenarios, where each backend instance runs on one core."""
     import tvm
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     started = time.perf_counter()
+    measure_threads = int(measure_threads or num_cores)
+    # timed with the threads and pool setting the model runs with; set before anything (the import's constant
+    # folding) starts the pool, which reads them once
+    tvm_runtime.configure_runtime(measure_threads)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     target = tvm_target.make_target(mcpu, int(num_cores))
@@ -86,7 +94,6 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
     source = ms.database.JSONDatabase(work_dir=str(database_dir), allow_missing=False,
                                       module_equality="structural") if database_dir else None
     refined = ms.database.JSONDatabase(work_dir=str(out), module_equality="structural")
-    tvm_runtime.configure_runtime(int(num_cores))  # measured with the threads and pool setting the model runs with
     rng = np.random.default_rng(0)
     rows = []
     log(f"refining {len(tasks)} tasks ({conv_layout}): {'the database best record and ' if source else ''}"
@@ -138,6 +145,7 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
             "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
             "target": json.loads(tvm_target.target_json(target)),
             "conv_layout": conv_layout, "batch_size": int(batch_size), "mcpu": mcpu, "num_cores": int(num_cores),
+            "measure_threads": measure_threads,
             "tvm_version": str(tvm.__version__), "source_database": Path(database_dir).name if database_dir else None,
             "knobs": [k.label() for k in knobs], "tasks": len(tasks), "refined": len(rows),
             "from_metaschedule": sum(r["chosen"] == "metaschedule" for r in rows),
