@@ -204,3 +204,37 @@ def test_refine_keeps_one_verified_record_per_kernel(tmp_path):
                                       database_dir=str(tmp_path / "refined"), conv_layout="NCHWc",
                                       log=lambda m: None)
     assert built["verification"]["passed"] is True
+
+
+def test_pooling_stays_blocked_and_matches_onnxruntime(tmp_path):
+    """ResNet's stem max pool (padded, stride 2) and an average pool run on the channel blocks: no transform back to
+    NCHW between the convolutions; 24 and 20 channels (padded blocks) give onnxruntime's numbers."""
+    pytest.importorskip("tvm")
+    ort = pytest.importorskip("onnxruntime")
+    import tvm
+    from cm_mlperf.tvm import frontend, target
+    from onnx import helper
+    from tvm import relax
+
+    rng = np.random.default_rng(1)
+    arrays = {"w1": rng.standard_normal((24, 3, 3, 3)).astype(np.float32),
+              "w2": rng.standard_normal((20, 24, 1, 1)).astype(np.float32)}
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]), n("Relu", ["c1"], ["r1"]),
+             n("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             n("Conv", ["p1", "w2"], ["c2"]), n("AveragePool", ["c2"], ["p2"], kernel_shape=[4, 4]),
+             n("Flatten", ["p2"], ["logits"], axis=1)]
+    path = save_onnx(tmp_path / "pool.onnx", "pool", nodes, [1, 3, 32, 32], [1, 500], arrays)
+    mod = frontend.import_onnx(frontend.load_onnx(path), "x", [1, 3, 32, 32])
+    tgt = target.make_target("x86-64", 1)
+    with tgt, tvm.transform.PassContext(opt_level=3):
+        mod = relax.transform.FoldConstant()(relax.transform.DecomposeOpsForInference()(mod))
+        blocked, converted = tvm_layout.to_blocked(mod, 16)
+        text = blocked["main"].script()
+        assert converted == 2 and text.count("R.permute_dims") == 2  # into blocks once, out once (the output)
+        assert 'R.nn.max_pool2d(' in text and 'R.nn.avg_pool2d(' in text and text.count('layout="NCHW16c"') == 4
+        ex = tvm.compile(blocked, target=tgt, relax_pipeline=relax.get_default_pipeline(tgt))
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
