@@ -29,7 +29,7 @@ from cm_mlperf.tvm import target as tvm_target
 from cm_mlperf.tvm import tune_builders as tvm_tune_builders
 from cm_mlperf.tvm.tune_progress import TuningProgress
 
-DB_FILES = ("database_workload.json", "database_tuning_record.json")
+DB_FILES = tvm_databases.DB_FILES  # database_workload.json, database_tuning_record.json
 DEFAULT_TRIALS = 2000
 MIN_TRIALS_PER_TASK = 4  # below this a task's first measured batch is too small to be worth it
 MAX_TRIALS_PER_ITER = 64  # MetaSchedule's default batch (candidates measured per task per round)
@@ -58,19 +58,12 @@ def database_counts(folder: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 def check_database_dir(path: str | os.PathLike[str], what: str = "--resume_from") -> Path:
-    """The folder, if it is a MetaSchedule JSON database; else a TVMTuningError saying what is wrong."""
-    folder = Path(path)
-    if not folder.exists():
-        raise TVMTuningError(f"{what}={folder}: no such folder. Give the folder of a tuning database (the cache entry "
-                             f"of an earlier tune-tvm-model run, see `cm show cache --tags=tune,tvm,model`, or a copy "
-                             f"holding {' + '.join(DB_FILES)})")
-    if not folder.is_dir():
-        raise TVMTuningError(f"{what}={folder} is a file, not a folder: give the folder that holds "
-                             f"{' + '.join(DB_FILES)}")
-    missing = [n for n in DB_FILES if not (folder / n).is_file()]
-    if missing:
-        raise TVMTuningError(f"{what}={folder} is not a MetaSchedule JSON database: {', '.join(missing)} missing "
-                             f"(a database folder holds {' + '.join(DB_FILES)})")
+    """The folder, if it is a MetaSchedule JSON database (databases.check_folder) whose lines all parse; else a
+    TVMTuningError saying what is wrong: resuming from a corrupt database would lose its records."""
+    try:
+        folder = tvm_databases.check_folder(path, what)
+    except tvm_databases.TuningDatabaseError as e:
+        raise TVMTuningError(str(e)) from None
     for name in DB_FILES:
         for n, line in enumerate((folder / name).read_text().splitlines(), 1):
             if not line.strip():
