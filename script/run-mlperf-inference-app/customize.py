@@ -134,6 +134,8 @@ def preprocess(i: dict[str, Any]) -> dict[str, Any]:
              or os.cpu_count() or 1)
     threads, workers = split_cores(scenario, cores, _int_or_none(env.get("CM_MLPERF_NUM_THREADS")) or 0,
                                    _int_or_none(env.get("CM_MLPERF_SUT_WORKERS")) or 0)
+    if backend == "mojo-native":  # its harness runs one engine: every core the split gives goes to it
+        threads, workers = threads * workers, 1
     env["CM_MLPERF_NUM_THREADS"], env["CM_MLPERF_SUT_WORKERS"] = str(threads), str(workers)
     env["CM_MLPERF_RUN_PERFORMANCE"], env["CM_MLPERF_RUN_ACCURACY"] = RUN_MODES[mode]
     env["CM_MLPERF_QUICK_RUN"] = "yes" if execution_mode != "valid" else "no"

@@ -35,6 +35,21 @@ def test_preprocess_normalises_settings_and_makes_new_run_folders(app, tmp_path)
     assert (second["CM_MLPERF_RUN_PERFORMANCE"], second["CM_MLPERF_RUN_ACCURACY"]) == ("no", "yes")
 
 
+@pytest.mark.parametrize("backend, scenario, extra, expected", [
+    ("tvm", "offline", {}, ("1", "4")),  # one single-threaded instance per core; TVM compiles for 1 thread
+    ("onnxruntime", "server", {}, ("1", "4")),
+    ("tvm", "singlestream", {}, ("4", "1")),
+    ("tvm", "offline", {"CM_MLPERF_NUM_THREADS": "2"}, ("2", "2")),
+    ("onnxruntime", "offline", {"CM_MLPERF_SUT_WORKERS": "1"}, ("4", "1")),
+    ("mojo-native", "offline", {}, ("4", "1")),  # one engine in that harness: all the cores on it
+])
+def test_preprocess_shares_the_cores_out_before_the_compile(app, tmp_path, backend, scenario, extra, expected):
+    env = base_env(tmp_path, CM_MLPERF_BACKEND=backend, CM_MLPERF_LOADGEN_SCENARIO=scenario,
+                   CM_HOST_CPU_PHYSICAL_CORES="4", CM_HOST_CPU_TOTAL_CORES="8", **extra)
+    assert app.preprocess({"env": env, "state": {}})["return"] == 0
+    assert (env["CM_MLPERF_NUM_THREADS"], env["CM_MLPERF_SUT_WORKERS"]) == expected
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("CM_MLPERF_LOADGEN_SCENARIO", "Batch", "unknown scenario 'Batch'"),
     ("CM_MLPERF_RUN_MODE", "both", "unknown mode 'both'"),
