@@ -128,7 +128,8 @@ def run_loadgen(s: HarnessSettings) -> dict[str, Any]:
     if psc < wanted_psc:
         print(f"[harness] performance sample count {wanted_psc} > dataset size {qsl.size}: using {psc}")
 
-    # One backend instance per SUT worker: each runs one batch at a time on its own threads (s.split_cores)
+    # One backend instance per SUT worker, each running one batch at a time on its own threads (how many of each:
+    # cm_mlperf.parallelism.split_cores, applied by HarnessSettings.normalised)
     t0 = time.perf_counter()
     instances = [mlperf_backends.create_backend(s.backend) for _ in range(s.workers)]
     for instance in instances:
