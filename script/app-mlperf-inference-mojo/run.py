@@ -19,15 +19,6 @@ def _num(env: Mapping[str, str], key: str, kind: type = float):
         raise run_step.StepError(f"{key}='{val}' is not a number") from None
 
 
-def _engine_threads(env: Mapping[str, str]) -> int:
-    """This harness runs one engine, so it takes every core the run's split gives (threads per inference x
-    instances: run-mlperf-inference-app's Offline default is 1 x cores, for the Python harness's instances)."""
-    threads = _num(env, "CM_MLPERF_NUM_THREADS", int)
-    if threads:
-        return threads * max(1, _num(env, "CM_MLPERF_SUT_WORKERS", int) or 1)
-    return _num(env, "CM_HOST_CPU_TOTAL_CORES", int) or os.cpu_count() or 1
-
-
 def main(env: Mapping[str, str]) -> tuple[dict[str, str], dict]:
     rnd = env.get("CM_MLPERF_ROUND", "v6.1")
     settings = native.NativeSettings(
@@ -38,7 +29,8 @@ def main(env: Mapping[str, str]) -> tuple[dict[str, str], dict]:
         output_name=env.get("CM_ML_MODEL_OUTPUT_NAME", ""),
         label_offset=_num(env, "CM_ML_MODEL_LABEL_OFFSET", int) or 0,
         model_name=env.get("CM_ML_MODEL_NAME", "model"), count=_num(env, "CM_MLPERF_LOADGEN_COUNT", int) or 0,
-        threads=_engine_threads(env),
+        threads=_num(env, "CM_MLPERF_NUM_THREADS", int) or _num(env, "CM_HOST_CPU_TOTAL_CORES", int)
+        or os.cpu_count() or 1,
         round=rnd, target_qps=_num(env, "CM_MLPERF_LOADGEN_TARGET_QPS"),
         target_latency_ms=_num(env, "CM_MLPERF_LOADGEN_TARGET_LATENCY"),
         min_duration_ms=_num(env, "CM_MLPERF_LOADGEN_MIN_DURATION", int),
