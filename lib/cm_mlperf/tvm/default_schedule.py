@@ -355,12 +355,16 @@ def schedule(func: Any, target: Any, knobs: Knobs = DEFAULT_KNOBS) -> Any | None
     record), or None when nothing applies or anything fails."""
     from tvm import s_tir
 
+    from cm_mlperf.tvm import winograd
+
     lanes = vector_lanes(target)
     threads = num_threads(target)
     for inline in ((True, False) if knobs.inline else (False,)):  # without inlining, should it lead to a dead end
         try:
             sch = s_tir.Schedule(func)
             root = sch.get_sblock("root")
+            if winograd.is_winograd(sch):  # its own nests: transforms unrolled by case, the product tiled
+                return sch if winograd.schedule(sch, lanes, threads, knobs) else None
             if inline:
                 _inline_elementwise(sch, root)
             if _schedule_blocks(sch, root, lanes, threads, knobs):

@@ -4,7 +4,8 @@ TVM 0.27's Relax cannot get there by itself: `ConvertLayout` keeps grouped (dept
 Relax's conv2d legalisation refuses blocked layouts, and the ONNX frontend turns Clip into opaque TIR calls that
 stop layout propagation. `to_blocked(mod, block)` rewrites the model's `main` itself, one binding at a time:
 
-- every conv2d whose channels allow it becomes TOPI's `conv2d_NCHWc` (groups 1) or a depthwise NCHWc compute,
+- every conv2d whose channels allow it becomes TOPI's `conv2d_NCHWc` (groups 1), a Winograd F(2x2, 3x3)
+  convolution (3x3, stride 1, padding 1, whole channel blocks: cm_mlperf.tvm.winograd) or a depthwise NCHWc compute,
   its weights re-laid out once at compile time (numpy), channel counts that are not a multiple of the block padded
   with zeros: the padded channels only ever meet zero weights in the next convolution and are cut off before
   anything else reads the tensor, so they only have to stay finite (a padded divisor is 1, not 0);
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cm_mlperf.tvm import default_schedule
+from cm_mlperf.tvm import default_schedule, winograd
 
 LAYOUTS = ("NCHW", "NCHWc")
 
@@ -224,6 +225,12 @@ class _Blocker:
         padding = tuple(int(p) for p in attrs.padding)
         if len(padding) == 2:
             padding = padding + padding
+        if groups == 1 and winograd.applies(weight.shape, cin, strides, padding, dilation, b):
+            src = self.to_blocked(call.args[0], b)
+            u = self.relax.const(winograd.transform_weight(weight, winograd.TILE, b, b))
+            out = self.bb.emit_te(winograd.conv3x3_nchwc, src[0], u, winograd.TILE,
+                                  primfunc_name_hint="conv2d_winograd_NCHWc")
+            return out, cout
         if groups == 1:
             in_block = cin if cin < b else b  # the stem's 3 channels: one block of 3
             src = self.to_blocked(call.args[0], in_block)
