@@ -160,10 +160,15 @@ def prune(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
 
 def per_task_best(folder: str | os.PathLike[str], info: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """[{task, best_seconds, trials}] from tune-tvm-model's tuning-info.json when given, else by workload index."""
+    """[{task, best_us, trials}] from tune-tvm-model's tuning-info.json or refine's refine-info.json (its `us`: the
+    chosen schedule's time) when given, else by workload index."""
     if info and info.get("per_task"):
-        return [{"task": t.get("task"), "best_us": _us(t.get("database_best_seconds") or t.get("best_seconds")),
-                 "trials": t.get("trials")} for t in info["per_task"]]
+        rows = []
+        for t in info["per_task"]:
+            seconds = t.get("database_best_seconds") or t.get("best_seconds")
+            rows.append({"task": t.get("task"), "best_us": _us(seconds) if seconds is not None else t.get("us"),
+                         "trials": t.get("trials")})
+        return rows
     return [{"task": f"workload-{i}", "best_us": _us(_mean_seconds(body)), "trials": None}
             for i, body in sorted(best_records(folder).items())]
 
