@@ -9,6 +9,7 @@
 Backends are rows: onnxruntime, then one per TVM variant (--variants, plus "tuned" with --tune_trials); another
 backend (e.g. Mojo) is one more branch in the variant loop producing the same row dict. Throughput is also given
 as GFLOP/s (Conv/Gemm/MatMul FLOPs from ONNX shape inference) against an fp32 SGEMM peak measured in the same run.
+The FLOPs are those of direct convolution: TVM's Winograd 3x3 convolutions do fewer, so a ResNet can pass 100 %.
 The last line is `TVM (shipped) / ORT, EfficientNet-Lite0, Offline: X.XX` (the largest batch measured).
 
 Models: `light_resnet50` (and the other `light_*` graphs) ship in the onnx wheel with every weight 0.02: their
