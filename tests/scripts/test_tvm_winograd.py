@@ -174,3 +174,34 @@ def test_fused_epilogue_folds_into_the_output_transform(tmp_path):
     # batch norm, ReLU and the residual add are written by the output transform, not by passes of their own
     assert blocks[0] == "data_pad" and blocks[-1] == "winograd_output" and "winograd_input" in blocks, blocks
     assert not any(b.startswith(("T_", "compute")) for b in blocks), blocks
+
+
+@pytest.mark.parametrize("flag", ["yes", "no"])
+def test_compile_step_honours_winograd_flag(tmp_path, monkeypatch, flag):
+    """compile-tvm-model's run step: --winograd=yes (default) and no both build a library verified against
+    onnxruntime; compile-info.json says which; no Winograd function in the library with no."""
+    pytest.importorskip("tvm")
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from cm_mlperf.tvm.steps import compile_from_env
+
+    path = make_resnet_block_onnx(tmp_path / "resblock.onnx")
+    monkeypatch.chdir(tmp_path)
+    env = {"CM_ML_MODEL_FILE_WITH_PATH": str(path), "CM_ML_MODEL_NAME": "resblock", "CM_ML_MODEL_INPUT_NAME": "x",
+           "CM_ML_MODEL_IMAGE_HEIGHT": "14", "CM_ML_MODEL_IMAGE_WIDTH": "14", "CM_TVM_NUM_THREADS": "1",
+           "CM_TVM_MCPU": "x86-64-v3", "CM_TVM_CONV_LAYOUT_USED": "NCHWc", "CM_TVM_WINOGRAD": flag}
+    out, _ = compile_from_env(env)
+    assert float(out["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
+    info = json.loads(Path(out["CM_TVM_COMPILE_INFO"]).read_text())
+    assert info["winograd"] is (flag == "yes")
+    symbols = Path(out["CM_TVM_MODEL_SO"]).read_bytes()
+    assert (b"winograd" in symbols) is (flag == "yes")
+
+
+def test_bad_winograd_value_names_the_flag():
+    from cm_mlperf.tvm.steps import StepError, winograd
+
+    assert winograd({}) is True and winograd({"CM_TVM_WINOGRAD": "No"}) is False
+    with pytest.raises(StepError, match="--winograd must be yes or no, got 'maybe'"):
+        winograd({"CM_TVM_WINOGRAD": "maybe"})

@@ -49,7 +49,7 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
                   model_name: str | None = None, layout: str = "NCHW", height: int = 224, width: int = 224,
                   verify: bool = True, rtol: float = DEFAULT_RTOL, preprocessed_path: str | None = None,
                   database_dir: str | None = None, host_flags: Sequence[str] = (), model_sha256: str = "",
-                  conv_layout: str = "NCHW", log: Log = _log) -> dict[str, Any]:
+                  conv_layout: str = "NCHW", winograd: bool = True, log: Log = _log) -> dict[str, Any]:
     """Import, build, export, verify; writes `model-<name>-b<bs>.so` and `compile-info.json` in out_dir.
     Returns the info dict plus 'so_path' (absolute) and 'target_json'."""
     import tvm
@@ -78,7 +78,7 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
     fixed, rewritten = set_batch_size(model, name, int(batch_size))
     if rewritten:
         log(f"batch {batch_size}: rewrote {rewritten} Reshape shape constant(s) that baked in the original batch")
-    mod, blocked = tvm_layout.apply(import_onnx(fixed, name, shape), target, conv_layout)
+    mod, blocked = tvm_layout.apply(import_onnx(fixed, name, shape), target, conv_layout, winograd)
     if blocked:
         log(f"convolutions in the blocked {conv_layout} layout: {blocked} rewritten")
     import_s = time.perf_counter() - t0
@@ -112,6 +112,7 @@ def compile_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: s
         "num_cores": int(num_cores),
         "pipeline": pipeline,
         "conv_layout": conv_layout,
+        "winograd": bool(winograd),
         "tuning_database": bool(database_dir),
         "tvm_version": str(tvm.__version__),
         "reshape_constants_rewritten": rewritten,

@@ -149,10 +149,10 @@ def _tir_clip_kind(func: Any) -> str | None:
 class _Blocker:
     """Walks main's dataflow bindings once, emitting the blocked program into a BlockBuilder."""
 
-    def __init__(self, mod: Any, block: int) -> None:
+    def __init__(self, mod: Any, block: int, winograd: bool = True) -> None:
         from tvm import relax
 
-        self.mod, self.block = mod, block
+        self.mod, self.block, self.winograd = mod, block, winograd
         self.relax = relax
         self.bb = relax.BlockBuilder(mod)  # knows the module's functions: new names stay unique
         self.env: dict[Any, Any] = {}          # old var -> new expr (plain layout)
@@ -225,7 +225,7 @@ class _Blocker:
         padding = tuple(int(p) for p in attrs.padding)
         if len(padding) == 2:
             padding = padding + padding
-        if groups == 1 and winograd.applies(weight.shape, cin, strides, padding, dilation, b):
+        if groups == 1 and self.winograd and winograd.applies(weight.shape, cin, strides, padding, dilation, b):
             src = self.to_blocked(call.args[0], b)
             u = self.relax.const(winograd.transform_weight(weight, winograd.TILE, b, b))
             out = self.bb.emit_te(winograd.conv3x3_nchwc, src[0], u, winograd.TILE,
@@ -388,9 +388,10 @@ class _Blocker:
         return self.arg(value)
 
 
-def to_blocked(mod: Any, block: int = 16, func_name: str = "main") -> tuple[Any, int]:
-    """Rewrite `func_name` of a freshly imported (not yet legalised) Relax module to NCHW[block]c convolutions.
-    Returns (module, number of convolutions converted). Needs the target in context (TOPI reads it)."""
+def to_blocked(mod: Any, block: int = 16, func_name: str = "main", winograd: bool = True) -> tuple[Any, int]:
+    """Rewrite `func_name` of a freshly imported (not yet legalised) Relax module to NCHW[block]c convolutions
+    (3x3 stride-1 ones as Winograd convolutions unless `winograd` is False). Returns (module, number of
+    convolutions converted). Needs the target in context (TOPI reads it)."""
     from tvm import relax
 
     func = mod[func_name]
@@ -398,7 +399,7 @@ def to_blocked(mod: Any, block: int = 16, func_name: str = "main") -> tuple[Any,
     if (not isinstance(body, relax.SeqExpr) or len(body.blocks) != 1
             or not isinstance(body.blocks[0], relax.DataflowBlock)):
         return mod, 0
-    blocker = _Blocker(mod, block)
+    blocker = _Blocker(mod, block, winograd)
     bb = blocker.bb
     scratch = f"{func_name}__blocked"
     with bb.function(scratch, list(func.params), attrs=func.attrs, private=True):
@@ -421,9 +422,10 @@ def to_blocked(mod: Any, block: int = 16, func_name: str = "main") -> tuple[Any,
     return relax.transform.DeadCodeElimination()(new_mod), blocker.converted
 
 
-def apply(mod: Any, target: Any, conv_layout: str = "NCHW") -> tuple[Any, int]:
+def apply(mod: Any, target: Any, conv_layout: str = "NCHW", winograd: bool = True) -> tuple[Any, int]:
     """The model in the convolution layout compile and tune both use: NCHW as imported, or NCHWc blocked for
-    the target's vector width. Returns (module, convolutions converted)."""
+    the target's vector width (with Winograd 3x3 convolutions unless `winograd` is False: --winograd=no).
+    Returns (module, convolutions converted)."""
     import tvm
     from tvm import relax
 
@@ -434,4 +436,4 @@ def apply(mod: Any, target: Any, conv_layout: str = "NCHW") -> tuple[Any, int]:
     with target, tvm.transform.PassContext(opt_level=3):
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.FoldConstant()(mod)  # bias reshapes -> constants the rewrite can re-lay out
-        return to_blocked(mod, block_for(conv_layout, 32 * default_schedule.vector_lanes(target)))
+        return to_blocked(mod, block_for(conv_layout, 32 * default_schedule.vector_lanes(target)), winograd=winograd)

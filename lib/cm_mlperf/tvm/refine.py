@@ -71,7 +71,8 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
                     database_dir: str | os.PathLike[str] | None = None, input_name: str | None = None,
                     layout: str = "NCHW", height: int = 224, width: int = 224,
                     knobs: Sequence[default_schedule.Knobs] = KNOB_GRID, repeat: int = 10,
-                    measure_threads: int | None = None, log: Log = tune.log) -> dict[str, Any]:
+                    measure_threads: int | None = None, winograd: bool = True,
+                    log: Log = tune.log) -> dict[str, Any]:
     """Write the refined database (one record per task) into out_dir; returns its info (also refine-info.json).
 
     The schedules are made for `num_cores` (their parallel loops) and timed on `measure_threads` threads (default
@@ -89,7 +90,8 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
     out.mkdir(parents=True, exist_ok=True)
     target = tvm_target.make_target(mcpu, int(num_cores))
     mod, *_ = tune.model_tuning_module(onnx_path, target, batch_size=batch_size, conv_layout=conv_layout,
-                                       input_name=input_name, layout=layout, height=height, width=width)
+                                       input_name=input_name, layout=layout, height=height, width=width,
+                                       winograd=winograd)
     tasks = tune.extract_tasks(mod, target)
     source = ms.database.JSONDatabase(work_dir=str(database_dir), allow_missing=False,
                                       module_equality="structural") if database_dir else None
@@ -144,7 +146,8 @@ def refine_database(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu:
     info = {"model_name": Path(onnx_path).stem, "onnx_file": Path(onnx_path).name,
             "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
             "target": json.loads(tvm_target.target_json(target)),
-            "conv_layout": conv_layout, "batch_size": int(batch_size), "mcpu": mcpu, "num_cores": int(num_cores),
+            "conv_layout": conv_layout, "winograd": bool(winograd), "batch_size": int(batch_size), "mcpu": mcpu,
+            "num_cores": int(num_cores),
             "measure_threads": measure_threads,
             "tvm_version": str(tvm.__version__), "source_database": Path(database_dir).name if database_dir else None,
             "knobs": [k.label() for k in knobs], "tasks": len(tasks), "refined": len(rows),

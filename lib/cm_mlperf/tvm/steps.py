@@ -111,7 +111,7 @@ def compile_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, 
             verify=str(env.get("CM_TVM_VERIFY", "yes")).strip().lower() in TRUE_WORDS, rtol=rtol,
             preprocessed_path=env.get("CM_DATASET_PREPROCESSED_PATH", "") or None, database_dir=db_dir,
             host_flags=env.get("CM_HOST_CPU_FLAGS", "").split(), model_sha256=env.get("CM_ML_MODEL_SHA256", ""),
-            conv_layout=conv_layout(env))
+            conv_layout=conv_layout(env), winograd=winograd(env))
     except TVMCompileError as e:
         raise StepError(str(e)) from e
     verification = info["verification"]
@@ -192,7 +192,7 @@ def tune_from_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any
             width=env_int(env, "CM_ML_MODEL_IMAGE_WIDTH", 224, "CM_ML_MODEL_IMAGE_WIDTH"),
             builder=builder, cost_model=cost_model, population=population,
             host_flags=env.get("CM_HOST_CPU_FLAGS", "").split(), model_sha256=env.get("CM_ML_MODEL_SHA256", ""),
-            rpc=rpc, focus=focus, conv_layout=conv_layout(env))
+            rpc=rpc, focus=focus, conv_layout=conv_layout(env), winograd=winograd(env))
         database_dir = info["database_dir"]
         if str(env.get("CM_TVM_TUNING_REFINE", "yes")).strip().lower() in TRUE_WORDS:
             database_dir = refine_tuned(model, info, env, mcpu, threads, batch)
@@ -215,7 +215,8 @@ def refine_tuned(model: str, info: Mapping[str, Any], env: Mapping[str, str], mc
     tuned = Path(info["database_dir"])
     refined = refine.refine_database(
         model, batch_size=batch, mcpu=mcpu, num_cores=threads, conv_layout=info.get("conv_layout", "NCHW"),
-        database_dir=tuned, out_dir=tuned / "refined", input_name=env.get("CM_ML_MODEL_INPUT_NAME", "") or None,
+        winograd=bool(info.get("winograd", True)), database_dir=tuned, out_dir=tuned / "refined",
+        input_name=env.get("CM_ML_MODEL_INPUT_NAME", "") or None,
         layout=env.get("CM_ML_MODEL_INPUT_LAYOUT", "") or "NCHW",
         height=env_int(env, "CM_ML_MODEL_IMAGE_HEIGHT", 224, "CM_ML_MODEL_IMAGE_HEIGHT"),
         width=env_int(env, "CM_ML_MODEL_IMAGE_WIDTH", 224, "CM_ML_MODEL_IMAGE_WIDTH"))
@@ -223,6 +224,17 @@ def refine_tuned(model: str, info: Mapping[str, Any], env: Mapping[str, str], mc
                    "refined": {k: v for k, v in refined.items() if k != "database_dir"}}
     (Path(refined["database_dir"]) / "tuning-info.json").write_text(json.dumps(with_refine, indent=2, default=str))
     return refined["database_dir"]
+
+
+def winograd(env: Mapping[str, str]) -> bool:
+    """--winograd (CM_TVM_WINOGRAD): yes (default) computes NCHWc 3x3 stride-1 convolutions with Winograd F(2x2, 3x3),
+    no keeps every convolution direct."""
+    raw = str(env.get("CM_TVM_WINOGRAD", "") or "yes").strip().lower()
+    if raw in TRUE_WORDS:
+        return True
+    if raw in ("no", "false", "off", "0"):
+        return False
+    raise StepError(f"--winograd must be yes or no, got {env['CM_TVM_WINOGRAD']!r}")
 
 
 def conv_layout(env: Mapping[str, str]) -> str:

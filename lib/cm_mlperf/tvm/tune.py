@@ -105,14 +105,14 @@ def tuning_module(mod: Any, target: Any) -> Any:
 
 def model_tuning_module(onnx_path: str | os.PathLike[str], target: Any, *, batch_size: int, conv_layout: str = "NCHW",
                         input_name: str | None = None, layout: str = "NCHW", height: int = 224,
-                        width: int = 224) -> tuple[Any, str, list[int], int]:
+                        width: int = 224, winograd: bool = True) -> tuple[Any, str, list[int], int]:
     """The ONNX model imported as compile-tvm-model imports it (batch fixed, convolution layout applied), through
     tuning_module(): (module, input name, input shape, convolutions blocked)."""
     model = tvm_frontend.load_onnx(onnx_path)
     name = tvm_frontend.resolve_input_name(model, input_name)
     shape = tvm_frontend.model_input_shape(model, name, int(batch_size), layout, int(height), int(width))
     fixed, _ = tvm_frontend.set_batch_size(model, name, int(batch_size))  # as compile-tvm-model does
-    mod, blocked = tvm_layout.apply(tvm_frontend.import_onnx(fixed, name, shape), target, conv_layout)
+    mod, blocked = tvm_layout.apply(tvm_frontend.import_onnx(fixed, name, shape), target, conv_layout, winograd)
     return tuning_module(mod, target), name, shape, blocked
 
 
@@ -208,7 +208,7 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
                min_repeat_ms: int = 100, population: int = DEFAULT_POPULATION, seed: int | None = None,
                host_flags: Sequence[str] = (), model_sha256: str = "", progress_bar: bool = True,
                rpc: dict[str, Any] | None = None, focus: float = 1.0, conv_layout: str = "NCHW",
-               log: Log = log) -> dict[str, Any]:
+               winograd: bool = True, log: Log = log) -> dict[str, Any]:
     """Tune and write the database (+ tuning-info.json, logs/) into out_dir. Returns the info dict plus
     'database_dir' (absolute). `focus` < 1 tunes only the tasks that take that share of the model's time (see
     focus_tasks): for growing a database whose every task already has a record."""
@@ -242,7 +242,8 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
                              f"choose one this machine has")
     model_name = model_name or Path(onnx_path).stem
     mod, name, shape, blocked = model_tuning_module(onnx_path, target, batch_size=batch_size, conv_layout=conv_layout,
-                                                    input_name=input_name, layout=layout, height=height, width=width)
+                                                    input_name=input_name, layout=layout, height=height, width=width,
+                                                    winograd=winograd)
     tasks = extract_tasks(mod, target)
     target_text = tvm_target.target_json(target)
     log(f"model {model_name}, input '{name}' {shape}, target {target_text}, convolutions {conv_layout}"
@@ -345,6 +346,7 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         "mcpu": mcpu,
         "num_cores": int(num_cores),
         "conv_layout": conv_layout,
+        "winograd": bool(winograd),
         "tvm_version": str(tvm.__version__),
         "trials_requested": plan["requested"],
         "trials_budget": plan["budget"],
