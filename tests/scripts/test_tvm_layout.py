@@ -101,6 +101,9 @@ def test_blocked_model_matches_onnxruntime(tmp_path, block):
         text = blocked["main"].script()
         assert "R.nn.conv2d(" not in text
         assert text.count("R.permute_dims") == 2  # one into blocks (the image), one out (after the pooling)
+        # the classifier reads its weights in blocks of outputs (one stream per block), its result plain again
+        assert any(gv.name_hint.startswith("matmul_blocked") for gv, _ in blocked.functions_items())
+        assert "R.matmul(" not in text
         # the global average pool runs on the blocks: only the pooled (1, C/b, 1, 1, b) vector goes back to NCHW
         assert re.search(rf"R\.Tensor\(\(1, \d+, 1, 1, {block}\), dtype=\"float32\"\) = R\.mean\(", text), text
         ex = tvm.compile(blocked, target=tgt, relax_pipeline=relax.get_default_pipeline(tgt))

@@ -205,3 +205,8 @@ def test_bad_winograd_value_names_the_flag():
     assert winograd({}) is True and winograd({"CM_TVM_WINOGRAD": "No"}) is False
     with pytest.raises(StepError, match="--winograd must be yes or no, got 'maybe'"):
         winograd({"CM_TVM_WINOGRAD": "maybe"})
+
+
+def test_the_search_leaves_winograd_tasks_to_refine():
+    assert winograd.is_winograd_task("fused_conv2d_winograd_NCHWc2_subtract7_divide7_multiply7_add9_relu7")
+    assert not winograd.is_winograd_task("fused_conv2d_NCHWc2_subtract2_divide2_multiply2_add2")

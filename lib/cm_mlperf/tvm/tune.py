@@ -27,6 +27,7 @@ from cm_mlperf.tvm import layout as tvm_layout
 from cm_mlperf.tvm import runtime as tvm_runtime
 from cm_mlperf.tvm import target as tvm_target
 from cm_mlperf.tvm import tune_builders as tvm_tune_builders
+from cm_mlperf.tvm import winograd as tvm_winograd
 from cm_mlperf.tvm.tune_progress import TuningProgress
 
 DB_FILES = tvm_databases.DB_FILES  # database_workload.json, database_tuning_record.json
@@ -264,6 +265,11 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         log(f"focus {focus:.2f}: tuning the {len(tasks)} of {len(all_tasks)} tasks that take "
             f"{focus_info['share_selected']:.0%} of the model's time by their best records (calls x latency)"
             f"{'; ' + str(focus_info['without_record']) + ' without a record' if focus_info['without_record'] else ''}")
+    own = [t for t in tasks if tvm_winograd.is_winograd_task(t.task_name)]
+    if own:  # our Winograd kernels: refine and the default schedule cover them (see winograd.is_winograd_task)
+        tasks = [t for t in tasks if not tvm_winograd.is_winograd_task(t.task_name)]
+        log(f"{len(own)} Winograd convolution task(s) left out of the search: refine and our default schedule "
+            f"schedule them (MetaSchedule's generic search is slow and far behind on them)")
     plan = plan_budget(int(trials), len(tasks), min_trials_per_task, max_trials_per_iter)
     cost = choose_cost_model(cost_model)
     progress = TuningProgress([t.task_name for t in tasks], plan["budget"], log, [t.weight for t in tasks],
@@ -323,12 +329,12 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         row["database_best_seconds"] = _record_seconds(
             database.query_tuning_record(task.dispatched[0], target, task.task_name))
     tuned_ids = {id(t) for t in tasks}
-    for task in (t for t in all_tasks if id(t) not in tuned_ids):  # left out by --focus: their records, no trials
+    for task in (t for t in all_tasks if id(t) not in tuned_ids):  # left out (--focus, Winograd): no trials
         per_task.append({"task": task.task_name, "weight": float(task.weight), "trials": 0, "failed": 0,
                          "best_seconds": None, "database_best_seconds": _record_seconds(
                              database.query_tuning_record(task.dispatched[0], target, task.task_name))})
-    untuned = [t.task_name for t in all_tasks
-               if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    untuned = [t.task_name for t in all_tasks if not tvm_winograd.is_winograd_task(t.task_name)
+               and database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
     tasks = all_tasks
     if untuned:
         log(f"warning: {len(untuned)} of {len(tasks)} tasks have no working record and will compile untuned: "

@@ -27,6 +27,14 @@ import numpy as np
 KERNEL = 3
 TILE = 2  # m: output tile F(2x2, 3x3). F(4x4, 3x3) needs 4x fewer products but its dense 6x6 transforms cost more
 MIN_CHANNELS = 32  # below this the transforms outweigh the product they save
+FUNC_NAME = "conv2d_winograd_NCHWc"  # the TIR function's name (fused ones: fused_conv2d_winograd_NCHWc..._relu)
+
+
+def is_winograd_task(task_name: str) -> bool:
+    """Whether a tuning task is one of these convolutions. MetaSchedule's generic search does badly on them (a
+    ResNet block's: 124 us after 12 trials, our schedule 24 us) and slowly (~40 s per evolution step over their
+    unrolled transforms), so tune-tvm-model leaves them to refine and the default schedule."""
+    return FUNC_NAME in task_name
 
 
 def applies(weight_shape: tuple[int, ...], in_channels: int, strides: tuple[int, ...], padding: tuple[int, ...],
