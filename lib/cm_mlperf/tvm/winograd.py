@@ -83,6 +83,15 @@ def _sparse_sum(coefficients: dict[tuple[int, int], float], load: Any) -> Any:
     return total
 
 
+def _two_sided(matrix: np.ndarray, load: Any) -> dict[tuple[int, int], Any]:
+    """matrix^T X matrix written out per output position: {(p, q): sum_xy matrix[x, p] matrix[y, q] load(x, y)},
+    keeping only the non-zero products (the input transform with B, the output transform with A)."""
+    rows, cols = matrix.shape
+    return {(p, q): _sparse_sum({(x, y): matrix[x, p] * matrix[y, q] for x in range(rows) for y in range(rows)
+                                 if matrix[x, p] * matrix[y, q] != 0}, load)
+            for p in range(cols) for q in range(cols)}
+
+
 def _by_case(cases: dict[tuple[int, int], Any], i: Any, j: Any) -> Any:
     """The expression of case (i, j): a chain of if_then_else that a schedule unrolling i and j folds away."""
     from tvm import tirx
@@ -110,14 +119,7 @@ def conv3x3_nchwc(data: Any, u: Any, m: int) -> Any:
     padded = topi.nn.pad(data, (0, 0, 1, 1, 0), (0, 0, nh * m + 1 - h, nw * m + 1 - w, 0), name="data_pad")
 
     def input_tile(e: Any, f: Any, c: Any, i: Any, th: Any, tw: Any, ci: Any) -> Any:
-        cases = {}
-        for ee in range(alpha):
-            for ff in range(alpha):
-                coefficients = {(x, y): b_mat[x, ee] * b_mat[y, ff] for x in range(alpha) for y in range(alpha)
-                                if b_mat[x, ee] * b_mat[y, ff] != 0}
-                cases[ee, ff] = _sparse_sum(coefficients,
-                                            lambda x, y: padded[i, c, th * m + x, tw * m + y, ci])
-        return _by_case(cases, e, f)
+        return _by_case(_two_sided(b_mat, lambda x, y: padded[i, c, th * m + x, tw * m + y, ci]), e, f)
 
     v = te.compute((alpha, alpha, cb, n_, nh, nw, ib), input_tile, name="winograd_input")
     co = te.reduce_axis((0, cb), name="co")
@@ -128,14 +130,7 @@ def conv3x3_nchwc(data: Any, u: Any, m: int) -> Any:
         name="winograd_product")
 
     def output_point(i: Any, k: Any, yy: Any, xx: Any, kc: Any) -> Any:
-        cases = {}
-        for yi in range(m):
-            for xi in range(m):
-                coefficients = {(e, f): a_mat[e, yi] * a_mat[f, xi] for e in range(alpha) for f in range(alpha)
-                                if a_mat[e, yi] * a_mat[f, xi] != 0}
-                cases[yi, xi] = _sparse_sum(coefficients,
-                                            lambda e, f: mm[e, f, k, i, yy // m, xx // m, kc])
-        return _by_case(cases, yy % m, xx % m)
+        return _by_case(_two_sided(a_mat, lambda e, f: mm[e, f, k, i, yy // m, xx // m, kc]), yy % m, xx % m)
 
     return te.compute((n_, kb, h, w, ob), output_point, name="winograd_output")
 
