@@ -69,8 +69,8 @@ def test_which_convolutions_apply(shape, strides, padding, dilation, block, ok):
     assert winograd.applies(shape, shape[1], strides, padding, dilation, block) is ok
 
 
-@pytest.mark.parametrize(("mcpu", "block", "hw"), [("x86-64-v4", 16, (9, 9)), ("x86-64-v3", 8, (8, 11))])
-def test_scheduled_convolution_matches_numpy(mcpu, block, hw):
+@pytest.mark.parametrize(("mcpu", "block", "hw", "batch"), [("x86-64-v4", 16, (9, 9), 1), ("x86-64-v3", 8, (8, 11), 2)])
+def test_scheduled_convolution_matches_numpy(mcpu, block, hw, batch):
     pytest.importorskip("tvm")
     import tvm
     from cm_mlperf.tvm import default_schedule
@@ -83,10 +83,10 @@ def test_scheduled_convolution_matches_numpy(mcpu, block, hw):
     tgt = tvm_target.make_target(mcpu, 1)
     h, w_ = hw
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((1, 32, h, w_)).astype(np.float32)
+    x = rng.standard_normal((batch, 32, h, w_)).astype(np.float32)
     wt = (0.2 * rng.standard_normal((40, 32, 3, 3))).astype(np.float32)
     u = winograd.transform_weight(wt, winograd.TILE, block, block)
-    data = te.placeholder((1, 32 // block, h, w_, block), name="data")
+    data = te.placeholder((batch, 32 // block, h, w_, block), name="data")
     weights = te.placeholder(u.shape, name="u")
     func = te.create_prim_func([data, weights, winograd.conv3x3_nchwc(data, weights, winograd.TILE)])
     with tgt:
@@ -94,14 +94,14 @@ def test_scheduled_convolution_matches_numpy(mcpu, block, hw):
     assert scheduled is not None  # the Winograd nests got their own schedule, not the generic one's refusal
     lib = tvm.compile(tvm.IRModule({"main": scheduled}), target=tgt)
     kb = u.shape[2]
-    out = tvm.runtime.tensor(np.zeros((1, kb, h, w_, block), np.float32))
+    out = tvm.runtime.tensor(np.zeros((batch, kb, h, w_, block), np.float32))
     lib["main"](tvm.runtime.tensor(to_blocks(x, block)), tvm.runtime.tensor(u), out)
-    got = out.numpy().transpose(0, 1, 4, 2, 3).reshape(1, kb * block, h, w_)[:, :40]
+    got = out.numpy().transpose(0, 1, 4, 2, 3).reshape(batch, kb * block, h, w_)[:, :40]
     np.testing.assert_allclose(got, direct_conv3x3(x, wt), rtol=1e-4, atol=1e-4)
 
 
 def make_resnet_block_onnx(path: Path) -> Path:
-    """conv 3x3 (32 -> 32) + BN + ReLU, a stride-2 3x3 conv, a 3x3 conv on 16 channels, a residual add."""
+    """conv 3x3 (32 -> 32, bias) + BN + ReLU, a stride-2 3x3 conv, a 3x3 conv on 16 channels, a residual add."""
     from onnx import helper
 
     rng = np.random.default_rng(7)
@@ -109,13 +109,13 @@ def make_resnet_block_onnx(path: Path) -> Path:
     def w(*shape: int, scale: float = 0.2) -> np.ndarray:
         return (scale * rng.standard_normal(shape)).astype(np.float32)
 
-    arrays = {"w1": w(32, 16, 1, 1), "w2": w(32, 32, 3, 3), "bn_s": w(32) + 1, "bn_b": w(32), "bn_m": w(32),
-              "bn_v": (0.5 + rng.uniform(size=32)).astype(np.float32), "w3": w(32, 32, 3, 3), "w4": w(16, 32, 1, 1),
-              "w5": w(16, 16, 3, 3), "fc": w(16, 10), "fc_b": w(10)}
+    arrays = {"w1": w(32, 16, 1, 1), "w2": w(32, 32, 3, 3), "b2": w(32), "bn_s": w(32) + 1, "bn_b": w(32),
+              "bn_m": w(32), "bn_v": (0.5 + rng.uniform(size=32)).astype(np.float32), "w3": w(32, 32, 3, 3),
+              "w4": w(16, 32, 1, 1), "w5": w(16, 16, 3, 3), "fc": w(16, 10), "fc_b": w(10)}
     n = helper.make_node
     nodes = [n("Conv", ["x", "w1"], ["a"]),
              n("Relu", ["a"], ["ar"]),
-             n("Conv", ["ar", "w2"], ["b"], pads=[1, 1, 1, 1]),  # Winograd
+             n("Conv", ["ar", "w2", "b2"], ["b"], pads=[1, 1, 1, 1]),  # Winograd, with a bias
              n("BatchNormalization", ["b", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"]),
              n("Relu", ["bn"], ["br"]),
              n("Add", ["br", "ar"], ["res"]),
