@@ -113,3 +113,11 @@ def save_onnx(path: Path, name: str, nodes: list, input_shape: list[int], output
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def blocked_compile_env(path: Path, name: str, size: int, **extra: str) -> dict[str, str]:
+    """compile-tvm-model's run-step env for a small ONNX model with input `x` (size x size): NCHWc, 1 thread,
+    AVX2 code (runs on any x86-64 test machine with AVX2), plus `extra`."""
+    return {"CM_ML_MODEL_FILE_WITH_PATH": str(path), "CM_ML_MODEL_NAME": name, "CM_ML_MODEL_INPUT_NAME": "x",
+            "CM_ML_MODEL_IMAGE_HEIGHT": str(size), "CM_ML_MODEL_IMAGE_WIDTH": str(size), "CM_TVM_NUM_THREADS": "1",
+            "CM_TVM_MCPU": "x86-64-v3", "CM_TVM_CONV_LAYOUT_USED": "NCHWc", **extra}

@@ -13,7 +13,7 @@ import pytest
 from cm_mlperf.tvm import databases
 from cm_mlperf.tvm import layout as tvm_layout
 
-from tests.conftest import save_onnx
+from tests.conftest import blocked_compile_env, save_onnx
 
 
 def make_mbconv_onnx(path: Path, seed: int = 3) -> Path:
@@ -159,10 +159,7 @@ def test_compile_step_builds_and_verifies_the_blocked_layout(tmp_path, monkeypat
 
     path = make_mbconv_onnx(tmp_path / "mbconv.onnx")
     monkeypatch.chdir(tmp_path)
-    env = {"CM_ML_MODEL_FILE_WITH_PATH": str(path), "CM_ML_MODEL_NAME": "mbconv", "CM_ML_MODEL_INPUT_NAME": "x",
-           "CM_ML_MODEL_IMAGE_HEIGHT": "20", "CM_ML_MODEL_IMAGE_WIDTH": "20", "CM_TVM_NUM_THREADS": "1",
-           "CM_TVM_MCPU": "x86-64-v3", "CM_TVM_CONV_LAYOUT_USED": "NCHWc"}
-    out, _ = compile_from_env(env)
+    out, _ = compile_from_env(blocked_compile_env(path, "mbconv", 20))
     assert out["CM_TVM_CONV_LAYOUT_USED"] == "NCHWc" and out["CM_TVM_TUNED"] == "no"
     assert float(out["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
     assert json.loads((tmp_path / "compile-info.json").read_text())["conv_layout"] == "NCHWc"

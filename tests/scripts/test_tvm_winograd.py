@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cm_mlperf.tvm import winograd
 
-from tests.conftest import save_onnx
+from tests.conftest import blocked_compile_env, save_onnx
 
 
 def direct_conv3x3(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -188,10 +188,7 @@ def test_compile_step_honours_winograd_flag(tmp_path, monkeypatch, flag):
 
     path = make_resnet_block_onnx(tmp_path / "resblock.onnx")
     monkeypatch.chdir(tmp_path)
-    env = {"CM_ML_MODEL_FILE_WITH_PATH": str(path), "CM_ML_MODEL_NAME": "resblock", "CM_ML_MODEL_INPUT_NAME": "x",
-           "CM_ML_MODEL_IMAGE_HEIGHT": "14", "CM_ML_MODEL_IMAGE_WIDTH": "14", "CM_TVM_NUM_THREADS": "1",
-           "CM_TVM_MCPU": "x86-64-v3", "CM_TVM_CONV_LAYOUT_USED": "NCHWc", "CM_TVM_WINOGRAD": flag}
-    out, _ = compile_from_env(env)
+    out, _ = compile_from_env(blocked_compile_env(path, "resblock", 14, CM_TVM_WINOGRAD=flag))
     assert float(out["CM_TVM_MODEL_VERIFIED_MAX_REL_ERR"]) < 1e-4
     info = json.loads(Path(out["CM_TVM_COMPILE_INFO"]).read_text())
     assert info["winograd"] is (flag == "yes")

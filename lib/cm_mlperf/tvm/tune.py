@@ -265,11 +265,11 @@ def tune_model(onnx_path: str | os.PathLike[str], *, batch_size: int, mcpu: str,
         log(f"focus {focus:.2f}: tuning the {len(tasks)} of {len(all_tasks)} tasks that take "
             f"{focus_info['share_selected']:.0%} of the model's time by their best records (calls x latency)"
             f"{'; ' + str(focus_info['without_record']) + ' without a record' if focus_info['without_record'] else ''}")
-    own = [t for t in tasks if tvm_winograd.is_winograd_task(t.task_name)]
-    if own:  # our Winograd kernels: refine and the default schedule cover them (see winograd.is_winograd_task)
-        tasks = [t for t in tasks if not tvm_winograd.is_winograd_task(t.task_name)]
-        log(f"{len(own)} Winograd convolution task(s) left out of the search: refine and our default schedule "
-            f"schedule them (MetaSchedule's generic search is slow and far behind on them)")
+    searched = [t for t in tasks if not tvm_winograd.is_winograd_task(t.task_name)]
+    if len(searched) < len(tasks):  # our Winograd kernels: refine and the default schedule cover them
+        log(f"{len(tasks) - len(searched)} Winograd convolution task(s) left out of the search: refine and our "
+            f"default schedule schedule them (MetaSchedule's generic search is slow and far behind on them)")
+    tasks = searched
     plan = plan_budget(int(trials), len(tasks), min_trials_per_task, max_trials_per_iter)
     cost = choose_cost_model(cost_model)
     progress = TuningProgress([t.task_name for t in tasks], plan["budget"], log, [t.weight for t in tasks],
